@@ -1,0 +1,479 @@
+"""The pretraining job: train an MAE and write checkpoints, a JSON-lines log and figures.
+
+    python -m mae_course pretrain                      # built-in data, CPU-sized model
+    torchrun --nproc_per_node 8 -m mae_course pretrain --data /data/imagenet ...
+
+The recipe is the paper's (appendix A.1): AdamW with betas (0.9, 0.95), weight decay 0.05
+on weight matrices only, lr = blr x effective batch / 256, per-iteration linear warmup then
+cosine decay, random-resized-crop + flip augmentation. The defaults are scaled down so
+that a laptop CPU trains a small MAE on the built-in data in a few minutes.
+
+Output folder:
+    config.json                  the settings of the run
+    log.jsonl                    one JSON object per logged step and per epoch
+    checkpoint-last.pth          everything needed to resume (written atomically)
+    model.pth                    the final weights and model config, for the lessons
+    reconstructions_untrained.png, reconstructions.png, loss.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_save, load_checkpoint, load_weights
+from .datasets import BUILTIN, default_workers, make_dataset
+from .distributed import Runtime, barrier, init_runtime, mean_across_ranks, shutdown
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from .masking import SAMPLINGS, num_kept
+from .optim import make_adamw
+from .registry import MODEL_CONFIGS, build_model
+from .schedule import lr_at, scaled_lr
+from .training import (
+    AMP_MODES,
+    CHECKPOINT,
+    JsonLog,
+    SkipFirst,
+    autocast_for,
+    check_run_dir,
+    rng_state,
+    save_figure,
+    set_rng_state,
+    start_run_dir,
+)
+from .transforms import AUGMENTATIONS, eval_transform, pretrain_transform
+from .visualize import loss_curve_figure, reconstruction_figure
+
+FINAL_MODEL = "model.pth"
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run. The command line maps one flag to each field."""
+
+    output_dir: str = "runs/pretrain"
+    data: str = BUILTIN  # "builtin" or an ImageFolder path
+    image_size: int = 32
+    subset: int | None = None  # train on the first N images only (quick experiments, tests)
+    model: str = "mae_vit_mini_patch4_32"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"decoder_depth": 1}
+    norm_pix_loss: bool = False
+    mask_ratio: float = 0.75
+    mask_sampling: str = "random"
+    mask_token_in_encoder: bool = False
+    augment: str = "crop"
+    crop_min_scale: float = 0.2
+    epochs: int = 10
+    warmup_epochs: float = 1.0
+    batch_size: int = 64  # per process
+    accum_iter: int = 1
+    blr: float = 5e-3  # lr = blr x batch / 256; the paper's 1.5e-4 is tuned for 800 epochs at batch 4096
+    lr: float | None = None  # absolute lr; overrides blr when set
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    num_workers: int | None = None  # None: 0 for the in-memory built-in data, else one per spare core (<= 8)
+    log_every: int = 10  # optimizer steps between log lines (the loss is read only then)
+    save_every: int = 1  # epochs between checkpoints
+    vis_images: int = 6
+    resume: str | None = None  # a checkpoint path, or "auto" for output_dir/checkpoint-last.pth
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad setting."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.model in MODEL_CONFIGS, f"unknown model {self.model!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+        patch = self.model_overrides.get("patch_size", MODEL_CONFIGS[self.model]["patch_size"])
+        need(self.image_size > 0, f"image size must be positive, got {self.image_size}")
+        need(
+            self.image_size % patch == 0,
+            f"image size {self.image_size} is not divisible by the patch size {patch} of {self.model}; "
+            f"use a multiple of {patch}",
+        )
+        need(0.0 < self.mask_ratio < 1.0, f"mask ratio must be between 0 and 1 (exclusive), got {self.mask_ratio}")
+        try:
+            num_kept((self.image_size // patch) ** 2, self.mask_ratio)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        need(
+            self.mask_sampling in SAMPLINGS,
+            f"unknown mask sampling {self.mask_sampling!r}; choose one of {', '.join(SAMPLINGS)}",
+        )
+        need(
+            self.augment in AUGMENTATIONS,
+            f"unknown augmentation {self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}",
+        )
+        need(0.0 < self.crop_min_scale <= 1.0, f"crop min scale must be in (0, 1], got {self.crop_min_scale}")
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(
+            0 <= self.warmup_epochs <= self.epochs,
+            f"warmup epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}",
+        )
+        need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
+        need(self.accum_iter >= 1, f"accum iter must be at least 1, got {self.accum_iter}")
+        need(self.blr > 0 and math.isfinite(self.blr), f"base lr must be a positive number, got {self.blr}")
+        need(
+            self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), f"lr must be a positive number, got {self.lr}"
+        )
+        need(self.min_lr >= 0, f"min lr must be non-negative, got {self.min_lr}")
+        need(self.weight_decay >= 0, f"weight decay must be non-negative, got {self.weight_decay}")
+        need(all(0 <= b < 1 for b in self.betas), f"AdamW betas must be in [0, 1), got {self.betas}")
+        need(self.amp in AMP_MODES, f"unknown amp mode {self.amp!r}; choose one of {', '.join(AMP_MODES)}")
+        need(self.subset is None or self.subset >= 1, f"subset must be at least 1 image, got {self.subset}")
+        need(self.num_workers is None or self.num_workers >= 0, f"num workers must be >= 0, got {self.num_workers}")
+        need(self.log_every >= 1 and self.save_every >= 1, "log every and save every must be at least 1")
+        need(self.vis_images >= 0, f"vis images must be >= 0, got {self.vis_images}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> PretrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown pretraining settings: {', '.join(unknown)}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+class Pretrainer:
+    """One pretraining run: everything it builds, and one method per stage of the loop.
+
+    ``Pretrainer(cfg, runtime).run()`` trains for ``cfg.epochs`` (resuming if asked) and
+    returns a summary. Most users call :func:`pretrain` instead.
+    """
+
+    def __init__(self, cfg: PretrainConfig, rt: Runtime):
+        self.cfg, self.rt = cfg, rt
+        self.out, self.resume_path = check_run_dir(cfg.output_dir, cfg.resume, cfg.overwrite)
+        self.ckpt_path = self.out / CHECKPOINT
+        self.log = JsonLog(self.out / "log.jsonl", rt.is_main)
+        torch.manual_seed(cfg.seed + rt.rank)
+
+        try:
+            self.model = build_model(
+                cfg.model,
+                img_size=cfg.image_size,
+                norm_pix_loss=cfg.norm_pix_loss,
+                mask_sampling=cfg.mask_sampling,
+                mask_token_in_encoder=cfg.mask_token_in_encoder,
+                **cfg.model_overrides,
+            ).to(rt.device)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build model {cfg.model}: {e}") from None
+        self.ddp_model = (
+            DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            if rt.distributed
+            else self.model
+        )
+
+        transform = pretrain_transform(cfg.image_size, cfg.augment, (cfg.crop_min_scale, 1.0))
+        self.dataset = make_dataset(cfg.data, "train", transform, cfg.image_size)
+        if cfg.subset is not None:
+            self.dataset = Subset(self.dataset, range(min(cfg.subset, len(self.dataset))))
+        self.sampler = DistributedSampler(
+            self.dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+        self.steps_per_epoch = len(self.sampler) // cfg.batch_size // cfg.accum_iter
+        self.effective_batch = cfg.batch_size * cfg.accum_iter * rt.world_size
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"the dataset has {len(self.dataset)} images, fewer than one effective batch of {self.effective_batch} "
+                f"(batch {cfg.batch_size} x accum {cfg.accum_iter} x {rt.world_size} processes); use a smaller --batch-size"
+            )
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, self.effective_batch)
+        self.optimizer = make_adamw(self.model, self.peak_lr, cfg.weight_decay, cfg.betas)
+        self.autocast, needs_scaler = autocast_for(rt.device, cfg.amp)
+        self.scaler = torch.amp.GradScaler(rt.device.type) if needs_scaler else None
+        self.num_workers = cfg.num_workers if cfg.num_workers is not None else default_workers(cfg.data)
+
+        # Where the run stands: epochs done, optimizer steps done, micro-batches done in the epoch.
+        self.epoch, self.step, self.micro_in_epoch = 0, 0, 0
+        self.vis_batch = self._visualisation_batch()
+
+    # ------------------------------------------------------------------ state
+    def _visualisation_batch(self) -> torch.Tensor | None:
+        """A fixed batch of held-out images, so the figures of successive epochs compare."""
+        if not (self.rt.is_main and self.cfg.vis_images):
+            return None
+        crop = 1.0 if self.cfg.data == BUILTIN else 224 / 256
+        images = make_dataset(self.cfg.data, "val", eval_transform(self.cfg.image_size, crop), self.cfg.image_size)
+        count = min(self.cfg.vis_images, len(images))
+        return torch.stack([images[i][0] for i in range(count)]).to(self.rt.device)
+
+    def save(self) -> None:
+        """Write a resumable checkpoint (atomically) and the current reconstruction figure."""
+        rng: Any = rng_state()
+        if self.rt.distributed:  # every rank's generators, so each resumes its own stream
+            gathered: list[Any] = [None] * self.rt.world_size
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if not self.rt.is_main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "micro_in_epoch": self.micro_in_epoch,
+            "rng": rng,
+            "config": {"model": self.model.config, "pretrain": self.cfg.to_json()},
+        }
+        atomic_save(state, self.ckpt_path)
+        self.figure(
+            "reconstructions.png",
+            f"epoch {self.epoch + self.micro_in_epoch / self.micro_per_epoch:.2f}, step {self.step}",
+        )
+
+    def restore(self, path: Path) -> None:
+        """Load a checkpoint written by :meth:`save`: weights, optimizer, scaler, position, RNG."""
+        ckpt = load_checkpoint(path)
+        saved = ckpt.get("config", {}).get("model")
+        if saved is not None and saved != self.model.config:
+            changed = sorted(k for k in set(saved) | set(self.model.config) if saved.get(k) != self.model.config.get(k))
+            raise CheckpointError(
+                f"{path} was trained with other model settings ({', '.join(changed)} differ); "
+                "resume with the same --model and model flags"
+            )
+        missing = [k for k in ("model", "optimizer", "epoch", "step", "micro_in_epoch", "rng") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path} is not a resumable training checkpoint (no {', '.join(missing)})")
+        self._note_changed_settings(ckpt.get("config", {}).get("pretrain", {}))
+        load_weights(self.model, ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step, self.micro_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["micro_in_epoch"]
+        rng = ckpt["rng"]
+        if isinstance(rng, list):  # one state per rank; resumed on another number of processes: reseeded
+            rng = rng[self.rt.rank] if len(rng) == self.rt.world_size else None
+        if rng is not None:
+            set_rng_state(rng)
+
+    def _note_changed_settings(self, saved: dict[str, Any]) -> None:
+        """Say which training settings differ from the run being resumed (e.g. more epochs)."""
+        ignored = {
+            "resume",
+            "overwrite",
+            "output_dir",
+            "num_workers",
+            "log_every",
+            "save_every",
+            "vis_images",
+            "device",
+        }
+        now = self.cfg.to_json()
+        changed = [
+            f"{k} {saved[k]} -> {now[k]}" for k in sorted(saved) if k not in ignored and k in now and saved[k] != now[k]
+        ]
+        if changed and self.rt.is_main:
+            print(f"note: resuming with changed settings: {', '.join(changed)}; the lr schedule follows the new ones")
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return self.steps_per_epoch * self.cfg.accum_iter
+
+    def figure(self, name: str, title: str) -> None:
+        if self.vis_batch is not None:
+            fig = reconstruction_figure(
+                self.model, self.vis_batch, self.cfg.mask_ratio, seed=self.cfg.seed, title=title
+            )
+            save_figure(fig, self.out / name)
+
+    # ------------------------------------------------------------------ training
+    def loader(self) -> DataLoader:
+        """This epoch's batches, skipping those already done when resuming mid-epoch."""
+        self.sampler.set_epoch(self.epoch)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=SkipFirst(self.sampler, self.micro_in_epoch * self.cfg.batch_size),
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.rt.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch),
+        )
+
+    def train_one_epoch(self, on_step: Callable[[int, float], None] | None = None) -> float:
+        """Train until the end of the current epoch; returns its mean loss (over this process's part)."""
+        cfg, rt = self.cfg, self.rt
+        self.ddp_model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=self.micro_in_epoch // cfg.accum_iter,
+                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not rt.is_main, dynamic_ncols=True)  # fmt: skip
+        window = _LossWindow(rt.device)
+        epoch_total, epoch_count = torch.zeros((), device=rt.device), 0
+        start = time.perf_counter()
+        for micro, (imgs, _) in enumerate(self.loader(), start=self.micro_in_epoch):
+            if micro >= self.micro_per_epoch:
+                break  # an incomplete accumulation window at the end
+            if micro % cfg.accum_iter == 0:
+                lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, cfg.min_lr)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+            update = (micro + 1) % cfg.accum_iter == 0
+            loss = self._forward_backward(imgs.to(rt.device, non_blocking=True), update)
+            window.add(loss)
+            epoch_total += loss.detach()
+            epoch_count += 1
+            if not update:
+                continue
+            self._optimizer_step()
+            self.step += 1
+            self.micro_in_epoch = micro + 1
+            bar.update(1)
+            if on_step is not None:
+                on_step(self.step, loss.item())
+            if self.step % cfg.log_every == 0 or self.micro_in_epoch == self.micro_per_epoch:
+                mean_loss, throughput = window.read(cfg.batch_size * rt.world_size)
+                self._check_finite(mean_loss)
+                self.log.write({"step": self.step, "epoch": self.epoch + self.micro_in_epoch / self.micro_per_epoch,
+                                "loss": mean_loss, "lr": lr, "images_per_s": throughput})  # fmt: skip
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{throughput:.0f}")
+        bar.close()
+        epoch_mean = mean_across_ranks(epoch_total / max(1, epoch_count)).item()
+        self._check_finite(epoch_mean)
+        if epoch_count:
+            self.log.write(
+                {"epoch": self.epoch + 1, "train_loss": epoch_mean, "epoch_time_s": time.perf_counter() - start}
+            )
+        return epoch_mean
+
+    def _forward_backward(self, imgs: torch.Tensor, update: bool) -> torch.Tensor:
+        """Loss of one micro-batch and its gradient, scaled for accumulation; (DDP syncs on the last)."""
+        sync = contextlib.nullcontext() if update or not self.rt.distributed else self.ddp_model.no_sync()
+        with sync:
+            with self.autocast():
+                loss, _, _ = self.ddp_model(imgs, mask_ratio=self.cfg.mask_ratio)
+            scaled = loss / self.cfg.accum_iter
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return loss
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            kept = f" at {self.ckpt_path}" if self.ckpt_path.exists() else ""
+            raise NonFiniteLossError(
+                f"the loss became {loss} by step {self.step} (epoch {self.epoch + 1}); stopped without saving, "
+                f"so the last good checkpoint is kept{kept}. Try a lower --blr or a longer warmup"
+            )
+
+    def run(self, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.rt
+        if rt.is_main:
+            start_run_dir(self.out, fresh=self.resume_path is None)
+        barrier()
+        if self.resume_path is not None:
+            self.restore(self.resume_path)
+            if self.epoch >= cfg.epochs:
+                if rt.is_main:
+                    print(f"{self.resume_path} has already finished all {cfg.epochs} epochs; nothing to do")
+                return {"output_dir": str(self.out), "steps": self.step, "finished_before": True}
+        elif rt.is_main:
+            self.figure("reconstructions_untrained.png", "untrained model")
+        if rt.is_main:
+            (self.out / "config.json").write_text(
+                json.dumps({"pretrain": cfg.to_json(), "model": self.model.config}, indent=2) + "\n"
+            )
+            workers = f" x {rt.world_size} processes" if rt.distributed else ""
+            print(
+                f"pretraining {cfg.model} on {cfg.data} ({len(self.dataset)} images, {cfg.image_size}px) on {rt.device}{workers}: "
+                f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, effective batch {self.effective_batch}, "
+                f"lr {self.peak_lr:.3g}; writing to {self.out}"
+            )
+        while self.epoch < cfg.epochs:
+            try:
+                self.train_one_epoch(on_step)
+            except KeyboardInterrupt:
+                if not rt.distributed:  # keep the work done so far (multi-process runs keep the last epoch)
+                    self.save()
+                    print(f"\ninterrupted at step {self.step}; saved {self.ckpt_path}. Continue with --resume")
+                raise
+            self.epoch, self.micro_in_epoch = self.epoch + 1, 0
+            if self.epoch % cfg.save_every == 0 or self.epoch == cfg.epochs:
+                self.save()
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {"output_dir": str(self.out), "steps": self.step}
+        if self.rt.is_main:
+            weights = {
+                "model": self.model.state_dict(),
+                "config": {"model": self.model.config, "pretrain": self.cfg.to_json()},
+            }
+            atomic_save(weights, self.out / FINAL_MODEL)
+            records = [r for r in self.log.read() if "step" in r]
+            if records:
+                save_figure(
+                    loss_curve_figure([r["step"] for r in records], [r["loss"] for r in records]), self.out / "loss.png"
+                )
+                summary.update(first_loss=records[0]["loss"], last_loss=records[-1]["loss"])
+            summary["figure"] = str(self.out / "reconstructions.png")
+        barrier()
+        return summary
+
+
+class _LossWindow:
+    """Sums losses on the device and reads them back only when asked (one host sync per log line)."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()
+        self.count += 1
+
+    def read(self, images_per_micro_batch: int) -> tuple[float, float]:
+        """(mean loss across processes, images per second) since the last read; then resets."""
+        mean = mean_across_ranks(self.total / max(1, self.count)).item()
+        throughput = self.count * images_per_micro_batch / (time.perf_counter() - self.start)
+        self.total.zero_()
+        self.count = 0
+        self.start = time.perf_counter()
+        return mean, throughput
+
+
+def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) a pretraining job; returns a summary (steps, first and last loss, figure path).
+
+    ``on_step(step, loss)`` is called after every optimizer step; it reads the loss from the
+    device, so it is meant for tests and notebooks, not for speed.
+    """
+    cfg.validate()
+    runtime = init_runtime(cfg.device)
+    try:
+        return Pretrainer(cfg, runtime).run(on_step)
+    finally:
+        shutdown()

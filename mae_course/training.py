@@ -1,0 +1,119 @@
+"""Plumbing shared by every training command: the run folder, the log, mixed precision,
+random-number state, and a sampler that can resume inside an epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+from .errors import ConfigError
+
+CHECKPOINT = "checkpoint-last.pth"
+AMP_MODES = ("auto", "bf16", "fp16", "none")
+
+
+def check_run_dir(output_dir: str, resume: str | None, overwrite: bool) -> tuple[Path, Path | None]:
+    """Check the output folder and the checkpoint to resume from, before any work starts.
+
+    Returns ``(folder, checkpoint to resume or None)`` and changes nothing on disk. A folder
+    that already holds a run is only reused with ``resume`` (continue it) or ``overwrite``
+    (start over): never silently.
+    """
+    out = Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output dir {out} exists and is not a folder")
+    resume_path = None
+    if resume is not None:
+        resume_path = out / CHECKPOINT if resume == "auto" else Path(resume).expanduser()
+        if not resume_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint at {resume_path}")
+    elif (out / CHECKPOINT).exists() and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it, "
+            "--overwrite to start over, or choose another --output-dir"
+        )
+    return out, resume_path
+
+
+def start_run_dir(out: Path, fresh: bool) -> None:
+    """Create the output folder; a fresh run starts a new log."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        (out / "log.jsonl").unlink(missing_ok=True)
+
+
+class JsonLog:
+    """An append-only JSON-lines file; only the main process writes."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
+    """Mixed precision for the forward pass: ``(context factory, needs a GradScaler)``.
+
+    "auto" is bf16 on GPUs that support it (no scaler needed), fp16 with a scaler on older
+    GPUs, and full precision on the CPU.
+    """
+    if amp not in AMP_MODES:
+        raise ConfigError(f"unknown amp mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "none"
+    if amp == "none":
+        return contextlib.nullcontext, False
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), amp == "fp16" and device.type == "cuda"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random generators (CPU, and every GPU), as tensors a checkpoint can hold."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SkipFirst(Sampler):
+    """A sampler without its first ``skip`` indices, to resume in the middle of an epoch.
+
+    Only indices are skipped, so no image is loaded for nothing.
+    """
+
+    def __init__(self, sampler: Sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure atomically (a reader never sees half a PNG)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(path)

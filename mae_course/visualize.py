@@ -1,0 +1,145 @@
+"""Turning an MAE's predictions back into pictures, and drawing them as the paper does.
+
+Figure 2 of the paper shows, per image: the masked input | the reconstruction | the
+original. The course's figure adds the reconstruction with the visible patches pasted
+back (what is usually shown as "the" MAE output) and a per-patch error map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from matplotlib.figure import Figure
+
+from .loss import norm_pix_target
+from .mae import MaskedAutoencoder
+from .patches import patchify, unpatchify
+from .transforms import denormalize
+
+
+@dataclass
+class Reconstruction:
+    """Everything in image space, (N, 3, H, W) in [0, 1], plus the (N, L) mask and error."""
+
+    original: torch.Tensor
+    masked: torch.Tensor  # removed patches greyed out
+    reconstruction: torch.Tensor  # the model's prediction for every patch
+    pasted: torch.Tensor  # the prediction in removed patches, the original elsewhere
+    mask: torch.Tensor  # (N, L) 1 = removed
+    patch_error: torch.Tensor  # (N, L) MSE per patch, in the loss's own target space
+
+
+def predictions_to_pixels(model: MaskedAutoencoder, imgs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """(N, L, p*p*C) predictions -> (N, L, p*p*C) in the normalized-image space of ``imgs``.
+
+    A model trained with ``norm_pix_loss`` predicts each patch normalized by its own
+    mean and std; to draw it, those statistics are taken from the original patch (the
+    official visualisation does the same). That shows the predicted *structure*; the
+    brightness and contrast of removed patches then come from the original.
+    """
+    if not model.norm_pix_loss:
+        return pred
+    target = patchify(imgs, model.patch_size).float()
+    mean = target.mean(dim=-1, keepdim=True)
+    std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+    return pred.float() * std + mean
+
+
+@torch.no_grad()
+def reconstruct(
+    model: MaskedAutoencoder,
+    imgs: torch.Tensor,
+    mask_ratio: float = 0.75,
+    noise: torch.Tensor | None = None,
+    seed: int | None = 0,
+) -> Reconstruction:
+    """Run ``model`` on normalized ``imgs`` (N, C, H, W) and return the pictures.
+
+    The masking noise is ``noise`` if given, else drawn from ``seed`` (so the same seed
+    gives the same masks), else drawn from the global generator.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if noise is None and seed is not None and model.mask_sampling == "random":
+            noise = torch.rand(imgs.shape[0], model.num_patches, generator=torch.Generator().manual_seed(seed))
+        _, pred, mask = model(imgs, mask_ratio=mask_ratio, noise=noise)
+    finally:
+        model.train(was_training)
+    p = model.patch_size
+    pixels = predictions_to_pixels(model, imgs, pred).float()
+    target = patchify(imgs, p).float()
+    if model.norm_pix_loss:
+        error = ((pred.float() - norm_pix_target(target)) ** 2).mean(-1)
+    else:
+        error = ((pred.float() - target) ** 2).mean(-1)
+
+    keep = (1 - mask).unsqueeze(-1)  # (N, L, 1)
+    grey = torch.zeros_like(target)  # 0 in normalized space = the dataset's mean colour
+    masked = unpatchify(target * keep + grey * (1 - keep), p, model.grid_size)
+    recon = unpatchify(pixels, p, model.grid_size)
+    pasted = unpatchify(target * keep + pixels * (1 - keep), p, model.grid_size)
+    return Reconstruction(
+        original=denormalize(imgs.float()),
+        masked=denormalize(masked),
+        reconstruction=denormalize(recon),
+        pasted=denormalize(pasted),
+        mask=mask,
+        patch_error=error,
+    )
+
+
+def reconstruction_figure(
+    model: MaskedAutoencoder,
+    imgs: torch.Tensor,
+    mask_ratio: float = 0.75,
+    seed: int | None = 0,
+    title: str | None = None,
+    show_error: bool = False,
+) -> Figure:
+    """One row per image: original | masked | reconstruction | reconstruction + visible.
+
+    With ``show_error`` a fifth column maps each patch's error (brighter = worse).
+    """
+    rec = reconstruct(model, imgs, mask_ratio=mask_ratio, seed=seed)
+    columns = [
+        ("original", rec.original),
+        (f"masked {mask_ratio:.0%}", rec.masked),
+        ("reconstruction", rec.reconstruction),
+        ("reconstruction\n+ visible", rec.pasted),
+    ]
+    n = imgs.shape[0]
+    ncols = len(columns) + int(show_error)
+    fig = Figure(figsize=(1.6 * ncols, 1.6 * n + (0.5 if title else 0.2)), layout="constrained")
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for row in range(n):
+        for col, (name, images) in enumerate(columns):
+            ax = axes[row, col]
+            ax.imshow(images[row].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+        if show_error:
+            ax = axes[row, -1]
+            err = rec.patch_error[row].reshape(model.grid_size).cpu().numpy()
+            ax.imshow(err, cmap="magma", interpolation="nearest")
+            if row == 0:
+                ax.set_title("error per patch", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def loss_curve_figure(steps: list[int], losses: list[float], title: str = "pretraining loss") -> Figure:
+    """The training loss against the optimizer step."""
+    fig = Figure(figsize=(5, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (masked patches)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig

@@ -1,0 +1,63 @@
+import subprocess
+import sys
+
+import pytest
+
+from mae_course.cli import main
+
+FAST = ["--subset", "64", "--batch-size", "32", "--epochs", "1", "--vis-images", "1",
+        "--model-overrides", '{"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}']  # fmt: skip
+
+
+def run_main(capsys, *args):
+    code = main(["pretrain", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image-size", "30"], "image size 30 is not divisible by the patch size 4"),
+        (["--data", "/no/such/folder"], "dataset not found"),
+        (["--mask-ratio", "1.5"], "mask ratio must be between 0 and 1"),
+        (["--resume", "/no/such/checkpoint.pth"], "nothing to resume: no checkpoint at /no/such/checkpoint.pth"),
+        (["--device", "cuda:7"], "sees no CUDA GPU"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    code, out, err = run_main(capsys, "--output-dir", str(tmp_path / "o"), *FAST, *args)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and err.startswith("mae_course pretrain: error:")
+
+
+def test_output_dir_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    code, _, err = run_main(capsys, "--output-dir", str(target), *FAST)
+    assert code == 2 and "is not a folder" in err
+
+
+def test_argparse_rejects_malformed_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--model-overrides", "{depth: 1}"])
+    assert exit_info.value.code == 2 and "not valid JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--epochs", "many"])
+
+
+def test_a_run_from_the_command_line(tmp_path, capsys):
+    code, out, err = run_main(capsys, "--output-dir", str(tmp_path / "o"), *FAST)
+    assert code == 0 and "done: 2 steps" in out and (tmp_path / "o" / "reconstructions.png").exists()
+
+
+def test_module_entry_point_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mae_course", "pretrain", "--image-size", "30", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "mae_course pretrain: error: image size 30 is not divisible by the patch size 4 of mae_vit_mini_patch4_32; use a multiple of 4"
+    ]

@@ -1,0 +1,224 @@
+import json
+import math
+
+import pytest
+import torch
+
+from mae_course import MaskedAutoencoder, load_checkpoint, load_model
+from mae_course.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from mae_course.pretrain import PretrainConfig, pretrain
+from mae_course.schedule import lr_at
+
+SMALL = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+
+
+def small_config(tmp_path, **overrides) -> PretrainConfig:
+    values = dict(
+        output_dir=str(tmp_path / "run"), subset=192, batch_size=32, epochs=2, warmup_epochs=0.5,
+        model_overrides=dict(SMALL), blr=1e-2, log_every=2, vis_images=2, device="cpu",
+    )  # fmt: skip
+    values.update(overrides)
+    return PretrainConfig(**values)
+
+
+def record_losses(cfg, stop_at=None, exception=KeyboardInterrupt):
+    losses = []
+
+    def on_step(step, loss):
+        losses.append(loss)
+        if step == stop_at:
+            raise exception("stopped by the test")
+
+    return losses, on_step
+
+
+def test_run_writes_everything(tmp_path):
+    cfg = small_config(tmp_path)
+    summary = pretrain(cfg)
+    out = tmp_path / "run"
+    for name in ("config.json", "log.jsonl", "checkpoint-last.pth", "model.pth",
+                 "reconstructions_untrained.png", "reconstructions.png", "loss.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "step" in r]
+    assert [r["step"] for r in steps] == [2, 4, 6, 8, 10, 12]  # 6 steps per epoch, log every 2
+    assert all(r["images_per_s"] > 0 and math.isfinite(r["loss"]) for r in steps)
+    assert [r["epoch"] for r in records if "train_loss" in r] == [1, 2]
+    assert summary["last_loss"] < summary["first_loss"]
+    model = load_model(out / "model.pth")
+    assert isinstance(model, MaskedAutoencoder) and model.config["embed_dim"] == 32
+    ckpt = load_checkpoint(out / "checkpoint-last.pth")
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 12 and ckpt["config"]["pretrain"]["blr"] == 1e-2
+    assert json.loads((out / "config.json").read_text())["model"]["decoder_depth"] == 1
+
+
+def test_learning_rate_follows_warmup_and_cosine(tmp_path):
+    cfg = small_config(tmp_path, log_every=1, accum_iter=2, batch_size=16, blr=2e-3)
+    pretrain(cfg)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in steps if "step" in r]
+    peak = 2e-3 * (16 * 2) / 256  # effective batch = batch x accum
+    total, warmup = 12, 3  # 192 images / 32 per step = 6 steps per epoch
+    assert lrs == pytest.approx([lr_at(s, total, warmup, peak) for s in range(total)])
+    assert lrs[0] == 0 and max(lrs) == pytest.approx(peak)
+
+
+def test_resume_mid_epoch_gives_the_same_next_losses(tmp_path):
+    reference, on_step = record_losses(None)
+    pretrain(small_config(tmp_path / "a"), on_step=on_step)
+
+    cfg = small_config(tmp_path / "b")
+    first, on_step = record_losses(cfg, stop_at=8)  # Ctrl-C in the middle of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, on_step=on_step)
+    ckpt = load_checkpoint(tmp_path / "b" / "run" / "checkpoint-last.pth")
+    assert (ckpt["epoch"], ckpt["step"], ckpt["micro_in_epoch"]) == (1, 8, 2)
+    rest, on_step = record_losses(cfg)
+    cfg.resume = "auto"
+    pretrain(cfg, on_step=on_step)
+    assert len(first) == 8 and len(rest) == 4
+    assert first + rest == pytest.approx(reference, rel=1e-6, abs=1e-7)
+
+
+def test_resume_after_a_kill_restarts_from_the_last_epoch_checkpoint(tmp_path):
+    reference, on_step = record_losses(None)
+    pretrain(small_config(tmp_path / "a", epochs=3), on_step=on_step)
+
+    cfg = small_config(tmp_path / "b", epochs=3)
+    _, on_step = record_losses(cfg, stop_at=9, exception=SystemExit)  # dies without saving, in epoch 2
+    with pytest.raises(SystemExit):
+        pretrain(cfg, on_step=on_step)
+    assert load_checkpoint(tmp_path / "b" / "run" / "checkpoint-last.pth")["step"] == 6
+    rest, on_step = record_losses(cfg)
+    cfg.resume = "auto"
+    pretrain(cfg, on_step=on_step)
+    assert rest == pytest.approx(reference[6:], rel=1e-6, abs=1e-7)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, log_every=1)
+    calls = {"n": 0}
+    real_loss = MaskedAutoencoder.forward_loss
+
+    def poisoned(self, imgs, pred, mask):
+        calls["n"] += self.training  # figures run the model in eval mode: not counted
+        loss = real_loss(self, imgs, pred, mask)
+        return loss * float("nan") if calls["n"] > 8 else loss  # NaN from step 9, in epoch 2
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="loss became nan by step 9 .*last good checkpoint is kept"):
+        pretrain(cfg)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint-last.pth")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 6
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (tmp_path / "run" / "model.pth").exists()
+
+
+def test_an_existing_run_is_never_overwritten_silently(tmp_path):
+    cfg = small_config(tmp_path, epochs=1)
+    pretrain(cfg)
+    with pytest.raises(ConfigError, match="already holds a run .*--resume.*--overwrite"):
+        pretrain(small_config(tmp_path, epochs=1))
+    pretrain(small_config(tmp_path, epochs=1, overwrite=True))
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert sum('"train_loss"' in line for line in lines) == 1  # the old log was replaced
+
+
+def test_resuming_a_finished_run_does_nothing(tmp_path, capsys):
+    pretrain(small_config(tmp_path, epochs=1))
+    summary = pretrain(small_config(tmp_path, epochs=1, resume="auto"))
+    assert summary["finished_before"] and "already finished" in capsys.readouterr().out
+
+
+def test_resume_with_other_model_settings_is_refused(tmp_path):
+    pretrain(small_config(tmp_path, epochs=1))
+    other = small_config(tmp_path, epochs=2, resume="auto", model_overrides={**SMALL, "decoder_depth": 2})
+    with pytest.raises(CheckpointError, match="other model settings \\(decoder_depth differ"):
+        pretrain(other)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(image_size=30), "image size 30 is not divisible by the patch size 4"),
+        (dict(mask_ratio=1.0), "mask ratio must be between 0 and 1"),
+        (dict(mask_ratio=0.99), "keeps no token"),
+        (dict(epochs=0), "epochs must be at least 1"),
+        (dict(warmup_epochs=5), "warmup epochs must be in"),
+        (dict(blr=-1.0), "base lr must be a positive number"),
+        (dict(model="mae_vit_giant"), "unknown model 'mae_vit_giant'"),
+        (dict(augment="mixup"), "unknown augmentation 'mixup'"),
+        (dict(mask_sampling="stripes"), "unknown mask sampling 'stripes'"),
+        (dict(model_overrides={"depthh": 2}), "cannot build model .*depthh"),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+    ],
+)
+def test_bad_settings(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        pretrain(small_config(tmp_path, **overrides))
+
+
+def test_bad_data(tmp_path):
+    with pytest.raises(DataError, match="dataset not found: '/no/such/folder'"):
+        pretrain(small_config(tmp_path, data="/no/such/folder"))
+    with pytest.raises(DataError, match="fewer than one effective batch of 64"):
+        pretrain(small_config(tmp_path, subset=40, batch_size=64))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        pretrain(small_config(tmp_path, resume="auto"))
+
+
+def test_image_folder_data(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / "images" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(20):
+                color = (40 * i % 255, 100 if cls == "a" else 200, 7 * i % 255)
+                Image.new("RGB", (40 + i, 36), color).save(folder / f"{i}.jpg")
+    summary = pretrain(small_config(tmp_path, data=str(tmp_path / "images"), subset=None, image_size=16, epochs=1))
+    assert summary["steps"] == 40 // 32
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
+    """Two micro-batches of 16 with accumulation give the gradient of one batch of 32."""
+    import mae_course.mae as mae_module
+    from mae_course.distributed import Runtime
+    from mae_course.pretrain import Pretrainer
+
+    queue = []
+    monkeypatch.setattr(mae_module, "mask_noise", lambda *args, **kwargs: queue.pop(0))  # the same masks for both
+    cpu = Runtime(torch.device("cpu"))
+    big = Pretrainer(small_config(tmp_path / "a", batch_size=32, accum_iter=1), cpu)
+    accum = Pretrainer(small_config(tmp_path / "b", batch_size=16, accum_iter=2), cpu)
+    accum.model.load_state_dict(big.model.state_dict())
+    imgs, noise = torch.randn(32, 3, 32, 32), torch.rand(32, 64)
+
+    queue[:] = [noise]
+    big._forward_backward(imgs, update=True)
+    queue[:] = [noise[:16], noise[16:]]
+    accum._forward_backward(imgs[:16], update=False)
+    accum._forward_backward(imgs[16:], update=True)
+    for (name, p), q in zip(big.model.named_parameters(), accum.model.parameters(), strict=True):
+        if p.requires_grad:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
+    assert big.peak_lr == accum.peak_lr  # same effective batch, same lr
+
+
+def test_bf16_autocast_runs(tmp_path):
+    summary = pretrain(small_config(tmp_path, amp="bf16", epochs=1))
+    assert math.isfinite(summary["last_loss"])
+
+
+def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
+    with pytest.raises(DataError):
+        pretrain(small_config(tmp_path, data=str(tmp_path / "missing")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_more_epochs_says_what_changed(tmp_path, capsys):
+    pretrain(small_config(tmp_path, epochs=1))
+    summary = pretrain(small_config(tmp_path, epochs=2, resume="auto"))
+    assert summary["steps"] == 12
+    assert "resuming with changed settings: epochs 1 -> 2" in capsys.readouterr().out
