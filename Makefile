@@ -12,9 +12,18 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "mae_course needs Python >= 3.10; set PYTHON=python3.X")'
 	$(PYTHON) -m venv $(VENV)
 
-# The pins of environment.yml, as pip constraints: one list of tested versions.
+# The pins of environment.yml, as pip constraints: one list of tested versions. They were
+# tested with the Python that environment.yml names; another Python gets the newest
+# versions that pyproject.toml's ranges allow.
+PINNED_PYTHON := $(shell sed -n 's/^ *- python=\([0-9.]*\)$$/\1/p' environment.yml)
+
 $(VENV)/constraints.txt: environment.yml | $(BIN)/python
-	sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ ]*\)$$/\1/p' environment.yml > $@
+	@if [ "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$(PINNED_PYTHON)" ]; then \
+		sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ ]*\)$$/\1/p' environment.yml > $@; \
+	else \
+		echo "note: the pins of environment.yml are for Python $(PINNED_PYTHON); installing the newest compatible versions"; \
+		: > $@; \
+	fi
 
 $(VENV)/.installed: pyproject.toml $(VENV)/constraints.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt -e ".[dev]"
