@@ -196,3 +196,34 @@ def test_registry_overrides_and_config_round_trip():
 
     rebuilt = MaskedAutoencoder(**{k: v for k, v in json.loads(json.dumps(m.config)).items() if k != "name"})
     assert sorted(rebuilt.state_dict()) == sorted(m.state_dict())
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        ("mae_vit_base_patch16", "vit_base_patch16_224"),
+        ("mae_vit_large_patch16", "vit_large_patch16_224"),
+        ("mae_vit_huge_patch14", "vit_huge_patch14_224"),
+    ],
+)
+def test_encoder_keys_are_timms_vit_keys(ours, theirs):
+    """The encoder shares every key and shape with timm's ViT (without its head)."""
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        mae = build_model(ours)
+        vit = timm.create_model(theirs, pretrained=False, num_classes=0)
+    encoder = {k: v.shape for k, v in mae.state_dict().items() if not k.startswith(("decoder", "mask_token"))}
+    assert encoder == {k: v.shape for k, v in vit.state_dict().items()}
+
+
+def test_unshuffle_with_mask_tokens_puts_every_token_back():
+    from mae_course import random_masking, unshuffle_with_mask_tokens
+
+    x = torch.randn(3, 16, 8)
+    x_visible, mask, ids_restore = random_masking(x, 0.75)
+    token = torch.full((1, 1, 8), 7.0)
+    full = unshuffle_with_mask_tokens(x_visible, token, ids_restore)
+    assert full.shape == (3, 16, 8)
+    kept = mask == 0
+    assert torch.equal(full[kept], x[kept])  # visible tokens back at their own positions
+    assert torch.equal(full[~kept], torch.full((int((~kept).sum()), 8), 7.0))  # the mask token elsewhere
