@@ -146,6 +146,25 @@ class PretrainConfig:
         return asdict(self)
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, imgs: torch.Tensor, mask_ratio: float = 0.75) -> float:
+    """One optimization step of MAE pretraining, in its plainest form; returns the loss.
+
+    Forward (mask, encode, decode, loss on removed patches), clear the old gradients,
+    backpropagate, update. :class:`Pretrainer` does the same with gradient accumulation,
+    mixed precision and several processes.
+
+    Args:
+        model: a MaskedAutoencoder in training mode.
+        optimizer: e.g. from :func:`mae_course.optim.make_adamw`.
+        imgs: (N, C, H, W) normalized images.
+    """
+    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 class Pretrainer:
     """One pretraining run: everything it builds, and one method per stage of the loop.
 

@@ -9,6 +9,23 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention, written out: ``softmax(q k^T / sqrt(d)) v``.
+
+    Args:
+        q, k, v: (N, heads, T, d) queries, keys and values.
+
+    Returns:
+        (N, heads, T, d): for each query, the average of the values weighted by how well
+        its key matches, the weights normalized over the keys (the last axis).
+
+    ``torch.nn.functional.scaled_dot_product_attention`` computes the same thing with
+    fused kernels; :class:`Attention` uses that.
+    """
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (N, heads, T, T)
+    return scores.softmax(dim=-1) @ v
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection (with bias).
 

@@ -1,0 +1,31 @@
+"""Automatic checks for the lessons' exercises.
+
+``check_<exercise>(fn)`` runs your function on several inputs and compares it with the
+reference implementation:
+
+* correct: it prints one line starting with ✓;
+* wrong: it raises :class:`CheckFailed` with what is wrong and, where it can, how to see it;
+* not written yet (the stub still raises ``NotImplementedError``): it says so and returns.
+"""
+
+from ._core import CheckFailed, not_implemented_message
+from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
+from .encoder import check_attention, check_sincos_pos_embed
+from .masking import check_random_masking
+from .patches import check_patchify, check_unpatchify
+from .training import check_lr_schedule, check_train_step
+
+__all__ = [
+    "CheckFailed",
+    "check_attention",
+    "check_lr_schedule",
+    "check_masked_mse_loss",
+    "check_norm_pix_target",
+    "check_patchify",
+    "check_random_masking",
+    "check_sincos_pos_embed",
+    "check_train_step",
+    "check_unpatchify",
+    "check_unshuffle_with_mask_tokens",
+    "not_implemented_message",
+]

@@ -1,0 +1,120 @@
+"""Checks for lesson 01: patchify and unpatchify."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from einops import rearrange
+
+from .. import patches as ref
+from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor
+
+_AXIS_NAMES = {"p": "row", "q": "column", "c": "channel"}
+_VECTOR_ORDERS = ["".join(order) for order in itertools.permutations("pqc")]  # "pqc" is right
+_TOKEN_ORDERS = {"h w": "row-major", "w h": "column-major"}  # "h w" is right
+
+
+def _counting_images(n: int, c: int, h: int, w: int) -> torch.Tensor:
+    """Images whose pixel values count up, so any reordering shows."""
+    return torch.arange(n * c * h * w, dtype=torch.float32).reshape(n, c, h, w)
+
+
+def _patchify_variant(imgs: torch.Tensor, p: int, tokens: str, vector: str) -> torch.Tensor:
+    spaced = " ".join(vector)
+    return rearrange(imgs, f"n c (h p) (w q) -> n ({tokens}) ({spaced})", p=p, q=p)
+
+
+def _unpatchify_variant(x: torch.Tensor, p: int, grid: tuple[int, int], tokens: str, vector: str) -> torch.Tensor:
+    spaced = " ".join(vector)
+    return rearrange(x, f"n ({tokens}) ({spaced}) -> n c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
+
+
+def _describe(tokens: str, vector: str) -> str:
+    problems = []
+    if vector != "pqc":
+        named = ", ".join(_AXIS_NAMES[a] for a in vector)
+        problems.append(f"patch vectors are ordered ({named}); expected (row, column, channel)")
+    if tokens != "h w":
+        problems.append(
+            "tokens run down the columns first (column-major); expected row-major: left to right, then top to bottom"
+        )
+    return "; ".join(problems)
+
+
+def _tiny_example() -> str:
+    imgs = _counting_images(1, 2, 4, 4)
+    first = ref.patchify(imgs, 2)[0, 0].int().tolist()
+    return f"patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, 0] should be {first}"
+
+
+_CASES = [((2, 3, 8, 8), 4), ((1, 3, 8, 12), 4), ((2, 1, 6, 6), 3), ((1, 3, 4, 4), 4), ((1, 3, 8, 8), 1)]
+
+
+@exercise("patchify", "shapes, the (row, column, channel) order, non-square and one-channel images, bad sizes")
+def check_patchify(fn) -> None:
+    name = "patchify"
+    for shape, p in _CASES:
+        imgs = _counting_images(*shape)
+        original = imgs.clone()
+        case = f"images of shape {shape} with patch_size={p}"
+        out = expect_tensor(name, call(name, fn, imgs, p, case=case))
+        if not torch.equal(imgs, original):
+            raise CheckFailed(f"{name} changed its input images in place; work on a copy (or use rearrange/reshape)")
+        n, c, h, w = shape
+        expected_shape = (n, (h // p) * (w // p), p * p * c)
+        if tuple(out.shape) == (n, p * p * c, (h // p) * (w // p)) and expected_shape != tuple(out.shape):
+            raise CheckFailed(
+                f"{name}: for {case} you returned (N, p*p*C, L) = {tuple(out.shape)}; "
+                f"tokens go on axis 1: expected (N, L, p*p*C) = {expected_shape}"
+            )
+        expect_shape(name, out, expected_shape, f"for {case}: L = (H/p)*(W/p) tokens of p*p*C numbers each")
+        if torch.equal(out, ref.patchify(imgs, p)):
+            continue
+        for tokens, vector in itertools.product(_TOKEN_ORDERS, _VECTOR_ORDERS):
+            if torch.equal(out, _patchify_variant(imgs, p, tokens, vector)):
+                raise CheckFailed(f"{name}: {_describe(tokens, vector)}. To see it: {_tiny_example()}")
+        raise CheckFailed(f"{name}: wrong values for {case}. To see it: {_tiny_example()}")
+
+    try:
+        fn(torch.zeros(1, 3, 10, 8), 4)
+    except ValueError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as e:
+        raise CheckFailed(
+            f"{name}: for a 10x8 image and patch_size=4 it raised {type(e).__name__}; raise a ValueError that "
+            "says the size is not divisible by the patch size"
+        ) from None
+    else:
+        raise CheckFailed(
+            f"{name}: a 10x8 image cannot be cut into 4x4 patches, but no error was raised; "
+            "raise a ValueError when H or W is not divisible by patch_size"
+        )
+
+
+@exercise("unpatchify", "the exact inverse of patchify, square and non-square grids, one channel")
+def check_unpatchify(fn) -> None:
+    name = "unpatchify"
+    for shape, p in _CASES:
+        imgs = _counting_images(*shape)
+        n, c, h, w = shape
+        grid = (h // p, w // p)
+        x = ref.patchify(imgs, p)
+        square = grid[0] == grid[1]
+        case = f"patches of images {shape} with patch_size={p}" + ("" if square else f" and grid_size={grid}")
+        out = call(name, fn, x, p, case=case) if square else call(name, fn, x, p, grid, case=case)
+        out = expect_tensor(name, out)
+        if tuple(out.shape) != shape and square is False and tuple(out.shape[-2:]) == (w, h):
+            raise CheckFailed(f"{name}: for {case} you returned {w}x{h} images; grid_size is (rows, columns)")
+        expect_shape(name, out, shape, f"for {case}: images are (N, C, H, W), C = p*p*C / (p*p)")
+        if torch.equal(out, imgs):
+            continue
+        for tokens, vector in itertools.product(_TOKEN_ORDERS, _VECTOR_ORDERS):
+            if torch.equal(out, _unpatchify_variant(x, p, grid, tokens, vector)):
+                raise CheckFailed(
+                    f"{name} reads the patches in the wrong order: it assumes {_describe(tokens, vector)}. "
+                    "Use the same pattern as patchify, with the two sides of the arrow swapped"
+                )
+        raise CheckFailed(f"{name}: unpatchify(patchify(imgs, {p}), ...) does not give imgs back for {case}")

@@ -1,0 +1,414 @@
+"""Every check passes the reference, says "not implemented" for a stub, and catches realistic
+mistakes with a message that names the mistake (mutation tests)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+
+import mae_course as M
+from mae_course import checks as C
+from mae_course.pretrain import train_step
+from mae_course.schedule import lr_at
+from mae_course.transformer import attention
+
+# ---------------------------------------------------------------------------- patchify
+
+
+def patchify_channel_first(imgs, p):
+    return rearrange(imgs, "n c (h p) (w q) -> n (h w) (c p q)", p=p, q=p)
+
+
+def patchify_column_major(imgs, p):
+    return rearrange(imgs, "n c (h p) (w q) -> n (w h) (p q c)", p=p, q=p)
+
+
+def patchify_swapped_pixels(imgs, p):
+    return rearrange(imgs, "n c (h p) (w q) -> n (h w) (q p c)", p=p, q=p)
+
+
+def patchify_transposed(imgs, p):
+    return rearrange(imgs, "n c (h p) (w q) -> n (p q c) (h w)", p=p, q=p)
+
+
+def patchify_naive_reshape(imgs, p):  # reshape without permuting: mixes pixels of different patches
+    n, c, h, w = imgs.shape
+    return imgs.reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def patchify_no_size_check(imgs, p):
+    n, c, h, w = imgs.shape
+    return rearrange(imgs[:, :, : h // p * p, : w // p * p], "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p)
+
+
+def patchify_in_place(imgs, p):
+    imgs.mul_(1.0).add_(0.5)
+    return M.patchify(imgs, p)
+
+
+def unpatchify_channel_first(x, p, grid_size=None):
+    h, w = grid_size or (int(math.isqrt(x.shape[1])),) * 2
+    return rearrange(x, "n (h w) (c p q) -> n c (h p) (w q)", h=h, w=w, p=p, q=p)
+
+
+def unpatchify_square_only(x, p, grid_size=None):  # ignores grid_size
+    side = int(x.shape[1] ** 0.5)
+    return rearrange(x, "n (h w) (p q c) -> n c (h p) (w q)", h=side, w=side, p=p, q=p)
+
+
+def unpatchify_column_major(x, p, grid_size=None):
+    h, w = grid_size or (int(math.isqrt(x.shape[1])),) * 2
+    return rearrange(x, "n (w h) (p q c) -> n c (h p) (w q)", h=h, w=w, p=p, q=p)
+
+
+def unpatchify_naive_reshape(x, p, grid_size=None):
+    h, w = grid_size or (int(math.isqrt(x.shape[1])),) * 2
+    return x.reshape(x.shape[0], x.shape[2] // (p * p), h * p, w * p)
+
+
+# ---------------------------------------------------------------------------- masking
+
+
+def _masking(x, mask_ratio, noise=None, *, keep=None, descending=False, invert=False, unshuffle_mask=True,
+             return_shuffle=False, sort_kept=False, shared_noise=False):  # fmt: skip
+    n, length, d = x.shape
+    len_keep = int(length * (1 - mask_ratio)) if keep is None else keep(length, mask_ratio)
+    if noise is None:
+        noise = torch.rand(1, length).expand(n, length) if shared_noise else torch.rand(n, length)
+    ids_shuffle = torch.argsort(noise, dim=1, descending=descending)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    if sort_kept:
+        ids_keep = ids_keep.sort(dim=1).values
+    x_visible = torch.gather(x, 1, repeat(ids_keep, "n k -> n k d", d=d))
+    mask = torch.ones(n, length)
+    mask[:, :len_keep] = 0
+    if unshuffle_mask:
+        mask = torch.gather(mask, 1, ids_restore)
+    if invert:
+        mask = 1 - mask
+    return x_visible, mask, (ids_shuffle if return_shuffle else ids_restore)
+
+
+def masking_with(**options):
+    return lambda x, mask_ratio, noise=None: _masking(x, mask_ratio, noise, **options)
+
+
+# ---------------------------------------------------------------------------- positional embedding
+
+
+def sincos_with(row_first=False, cos_first=False, freq_denominator=None, cls=True, cls_value=0.0):
+    def fn(embed_dim, grid_size, cls_token=True):
+        rows, cols = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+        r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+        half = embed_dim // 2
+
+        def axis(pos):
+            k = torch.arange(half // 2, dtype=torch.float64)
+            denominator = half / 2 if freq_denominator is None else freq_denominator(embed_dim)
+            angles = pos.flatten().double()[:, None] / 10000 ** (k / denominator)
+            return torch.cat([angles.cos(), angles.sin()] if cos_first else [angles.sin(), angles.cos()], 1)
+
+        codes = [axis(r), axis(c)] if row_first else [axis(c), axis(r)]
+        emb = torch.cat(codes, 1).float()
+        if cls:
+            emb = torch.cat([torch.full((1, embed_dim), cls_value), emb])
+        return emb.unsqueeze(0)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------- decoder and loss
+
+
+def unshuffle_with(order="append", ids="restore"):
+    def fn(x_visible, mask_token, ids_restore):
+        n, k, d = x_visible.shape
+        length = ids_restore.shape[1]
+        tokens = mask_token.expand(n, length - k, d)
+        seq = torch.cat([x_visible, tokens], 1) if order == "append" else torch.cat([tokens, x_visible], 1)
+        if ids == "none":
+            return seq
+        index = ids_restore if ids == "restore" else torch.argsort(ids_restore, dim=1)
+        return torch.gather(seq, 1, repeat(index, "n l -> n l d", d=d))
+
+    return fn
+
+
+def loss_all_patches(pred, target, mask):
+    return ((pred - target) ** 2).mean()
+
+
+def loss_visible_patches(pred, target, mask):
+    per_patch = ((pred - target) ** 2).mean(-1)
+    return (per_patch * (1 - mask)).sum() / (1 - mask).sum()
+
+
+def loss_summed_patch(pred, target, mask):
+    return (((pred - target) ** 2).sum(-1) * mask).sum() / mask.sum()
+
+
+def loss_wrong_denominator(pred, target, mask):
+    return (((pred - target) ** 2).mean(-1) * mask).mean()
+
+
+def norm_biased(t, eps=1e-6):
+    return (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True, unbiased=False) + eps) ** 0.5
+
+
+def norm_eps_on_std(t, eps=1e-6):
+    return (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) ** 0.5 + eps)
+
+
+def norm_no_eps(t, eps=1e-6):
+    return (t - t.mean(-1, keepdim=True)) / t.var(-1, keepdim=True) ** 0.5
+
+
+def norm_whole_batch(t, eps=1e-6):
+    return (t - t.mean()) / (t.var() + eps) ** 0.5
+
+
+def norm_across_patches(t, eps=1e-6):
+    return (t - t.mean(1, keepdim=True)) / (t.var(1, keepdim=True) + eps) ** 0.5
+
+
+# ---------------------------------------------------------------------------- attention
+
+
+def attention_unscaled(q, k, v):
+    return (q @ k.transpose(-2, -1)).softmax(-1) @ v
+
+
+def attention_scaled_by_d(q, k, v):
+    return (q @ k.transpose(-2, -1) / q.shape[-1]).softmax(-1) @ v
+
+
+def attention_softmax_over_queries(q, k, v):
+    return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-2) @ v
+
+
+def attention_weights_only(q, k, v):
+    return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1)
+
+
+# ---------------------------------------------------------------------------- lr schedule
+
+
+def lr_no_warmup(step, total_steps, warmup_steps, lr, min_lr=0.0):
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
+def lr_warmup_off_by_one(step, total_steps, warmup_steps, lr, min_lr=0.0):
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr_at(step, total_steps, warmup_steps, lr, min_lr)
+
+
+def lr_cosine_from_zero(step, total_steps, warmup_steps, lr, min_lr=0.0):
+    if step < warmup_steps:
+        return lr * step / warmup_steps
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
+def lr_ignores_min_lr(step, total_steps, warmup_steps, lr, min_lr=0.0):
+    return lr_at(step, total_steps, warmup_steps, lr, 0.0)
+
+
+def lr_linear_decay(step, total_steps, warmup_steps, lr, min_lr=0.0):
+    if step < warmup_steps:
+        return lr * step / warmup_steps
+    return lr - (lr - min_lr) * (step - warmup_steps) / max(1, total_steps - warmup_steps)
+
+
+# ---------------------------------------------------------------------------- train step
+
+
+def step_without_zero_grad(model, optimizer, imgs, mask_ratio=0.75):
+    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def step_without_update(model, optimizer, imgs, mask_ratio=0.75):
+    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+    optimizer.zero_grad()
+    loss.backward()
+    return loss.item()
+
+
+def step_without_backward(model, optimizer, imgs, mask_ratio=0.75):
+    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+    optimizer.step()
+    return loss.item()
+
+
+def step_ignores_mask_ratio(model, optimizer, imgs, mask_ratio=0.75):
+    loss, _, _ = model(imgs)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def step_returns_tensor(model, optimizer, imgs, mask_ratio=0.75):
+    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+# ---------------------------------------------------------------------------- the table
+
+MUTANTS = {
+    "check_patchify": [
+        (patchify_channel_first, r"ordered \(channel, row, column\); expected \(row, column, channel\)"),
+        (patchify_column_major, r"column-major"),
+        (patchify_swapped_pixels, r"ordered \(column, row, channel\)"),
+        (patchify_transposed, r"\(N, p\*p\*C, L\)"),
+        (patchify_naive_reshape, r"wrong values"),
+        (patchify_no_size_check, r"no error was raised; raise a ValueError"),
+        (patchify_in_place, r"changed its input images in place"),
+    ],
+    "check_unpatchify": [
+        (unpatchify_channel_first, r"ordered \(channel, row, column\)"),
+        (unpatchify_column_major, r"column-major"),
+        (unpatchify_square_only, r"raised EinopsError on .* grid_size=\(2, 3\)"),
+        (unpatchify_naive_reshape, r"does not give imgs back"),
+    ],
+    "check_random_masking": [
+        (masking_with(invert=True), r"mask is 1 for kept tokens"),
+        (masking_with(unshuffle_mask=False), r"still in the shuffled order"),
+        (masking_with(descending=True), r"largest noise"),
+        (masking_with(keep=lambda L, r: int(L * r)), r"fraction \*removed\*"),
+        (masking_with(keep=lambda L, r: int(L * (1 - r)) + 1), r"off-by-one"),
+        (masking_with(return_shuffle=True), r"returned ids_shuffle"),
+        (masking_with(sort_kept=True), r"sorted by position"),
+        (masking_with(shared_noise=True), r"all samples got the same mask"),
+    ],
+    "check_sincos_pos_embed": [
+        (sincos_with(row_first=True), r"first half encodes the row"),
+        (sincos_with(cos_first=True), r"\[cos \| sin\]"),
+        (sincos_with(freq_denominator=lambda d: d / 2), r"wrong frequencies"),
+        (sincos_with(cls=False), r"no cls row"),
+        (sincos_with(cls_value=1.0), r"must be all zeros"),
+    ],
+    "check_attention": [
+        (attention_unscaled, r"not scaled"),
+        (attention_scaled_by_d, r"divided by d; divide by sqrt\(d\)"),
+        (attention_softmax_over_queries, r"softmax runs over the queries"),
+        (attention_weights_only, r"attention weights; multiply them with v"),
+    ],
+    "check_unshuffle_with_mask_tokens": [
+        (unshuffle_with(ids="none"), r"still in the shuffled order"),
+        (unshuffle_with(order="prepend"), r"\*after\* the visible ones"),
+        (unshuffle_with(ids="shuffle"), r"not with the shuffle itself"),
+    ],
+    "check_masked_mse_loss": [
+        (loss_all_patches, r"averages over all patches"),
+        (loss_visible_patches, r"averages over the visible patches"),
+        (loss_summed_patch, r"sums over each patch's values"),
+        (loss_wrong_denominator, r"divide by the number removed"),
+    ],
+    "check_norm_pix_target": [
+        (norm_biased, r"biased variance"),
+        (norm_eps_on_std, r"adds eps to the standard deviation"),
+        (norm_no_eps, r"constant patch gave inf or nan"),
+        (norm_whole_batch, r"whole batch"),
+        (norm_across_patches, r"across patches"),
+    ],
+    "check_lr_schedule": [
+        (lr_no_warmup, r"no warmup"),
+        (lr_warmup_off_by_one, r"warmup off by one"),
+        (lr_cosine_from_zero, r"starts after warmup"),
+        (lr_ignores_min_lr, r"should end at min_lr"),
+        (lr_linear_decay, r"half a cosine"),
+    ],
+    "check_train_step": [
+        (step_without_zero_grad, r"gradients pile up"),
+        (step_without_update, r"call optimizer.step\(\)"),
+        (step_without_backward, r"call loss.backward\(\)"),
+        (step_ignores_mask_ratio, r"pass mask_ratio=0.5"),
+        (step_returns_tensor, r"return loss.item\(\)"),
+    ],
+}
+
+REFERENCES = {
+    "check_patchify": M.patchify,
+    "check_unpatchify": M.unpatchify,
+    "check_random_masking": M.random_masking,
+    "check_sincos_pos_embed": M.sincos_pos_embed,
+    "check_attention": attention,
+    "check_unshuffle_with_mask_tokens": M.unshuffle_with_mask_tokens,
+    "check_masked_mse_loss": M.masked_mse_loss,
+    "check_norm_pix_target": M.norm_pix_target,
+    "check_lr_schedule": lr_at,
+    "check_train_step": train_step,
+}
+
+
+def _reference(check_name):
+    return REFERENCES[check_name]
+
+
+def test_every_check_has_at_least_three_mutants():
+    checks = {name for name in C.__all__ if name.startswith("check_")}
+    assert checks == set(MUTANTS) == set(REFERENCES)
+    assert all(len(mutants) >= 3 for mutants in MUTANTS.values())
+
+
+@pytest.mark.parametrize("check_name", sorted(MUTANTS))
+def test_reference_passes_with_one_line(check_name, capsys):
+    getattr(C, check_name)(_reference(check_name))
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("✓ ")
+
+
+@pytest.mark.parametrize("check_name", sorted(MUTANTS))
+def test_stub_is_reported_not_implemented(check_name, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("write this")
+
+    getattr(C, check_name)(stub)  # must not raise
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and out.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "check_name, mutant, message",
+    [(name, fn, msg) for name, mutants in MUTANTS.items() for fn, msg in mutants],
+    ids=[
+        f"{name}-{fn.__name__ if hasattr(fn, '__name__') else i}"
+        for name, ms in MUTANTS.items()
+        for i, (fn, _) in enumerate(ms)
+    ],
+)
+def test_mutant_is_caught_with_its_diagnosis(check_name, mutant, message):
+    with pytest.raises(C.CheckFailed, match=message):
+        getattr(C, check_name)(mutant)
+
+
+def test_crash_in_learner_code_names_the_case():
+    def broken(imgs, p):
+        return imgs.view(-1, 7, 7)
+
+    with pytest.raises(C.CheckFailed, match=r"patchify raised RuntimeError on images of shape \(2, 3, 8, 8\)"):
+        C.check_patchify(broken)
+
+
+def test_failure_renders_as_one_line_in_ipython():
+    error = C.CheckFailed("patchify: something is off")
+    assert error._render_traceback_() == ["\x1b[31m✗ patchify: something is off\x1b[0m"]
+
+
+def test_non_callable_is_refused():
+    with pytest.raises(C.CheckFailed, match="expected a function"):
+        C.check_patchify(42)
+
+
+def test_attention_reference_equals_sdpa():
+    q, k, v = torch.randn(3, 2, 4, 5, 8).unbind(0)
+    assert torch.allclose(attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-6)
