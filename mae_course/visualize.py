@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from matplotlib.figure import Figure
 
+from .figures import CourseFigure
 from .loss import norm_pix_target
 from .mae import MaskedAutoencoder
 from .patches import patchify, unpatchify
@@ -97,7 +97,7 @@ def reconstruction_figure(
     seed: int | None = 0,
     title: str | None = None,
     show_error: bool = False,
-) -> Figure:
+) -> CourseFigure:
     """One row per image: original | masked | reconstruction | reconstruction + visible.
 
     With ``show_error`` a fifth column maps each patch's error (brighter = worse).
@@ -111,7 +111,7 @@ def reconstruction_figure(
     ]
     n = imgs.shape[0]
     ncols = len(columns) + int(show_error)
-    fig = Figure(figsize=(1.6 * ncols, 1.6 * n + (0.5 if title else 0.2)), layout="constrained")
+    fig = CourseFigure(figsize=(1.6 * ncols, 1.6 * n + (0.5 if title else 0.2)), layout="constrained")
     axes = fig.subplots(n, ncols, squeeze=False)
     for row in range(n):
         for col, (name, images) in enumerate(columns):
@@ -133,9 +133,9 @@ def reconstruction_figure(
     return fig
 
 
-def loss_curve_figure(steps: list[int], losses: list[float], title: str = "pretraining loss") -> Figure:
+def loss_curve_figure(steps: list[int], losses: list[float], title: str = "pretraining loss") -> CourseFigure:
     """The training loss against the optimizer step."""
-    fig = Figure(figsize=(5, 3), layout="constrained")
+    fig = CourseFigure(figsize=(5, 3), layout="constrained")
     ax = fig.subplots()
     ax.plot(steps, losses)
     ax.set_xlabel("step")

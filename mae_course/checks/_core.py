@@ -47,6 +47,7 @@ def exercise(name: str, what: str) -> Callable:
             print(f"✓ {name} is correct ({what}).")
 
         check.__doc__ = f"Check your ``{name}`` against the reference: {what}."
+        check.exercise_name = name
         return check
 
     return decorate
