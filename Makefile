@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lab install clean
+.PHONY: demo test lab lessons solutions install clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "mae_course needs Python >= 3.10; set PYTHON=python3.X")'
@@ -35,12 +35,20 @@ demo: install
 	$(BIN)/python -m mae_course pretrain --output-dir $(DEMO_DIR) --overwrite
 
 test: install
-	$(BIN)/ruff check mae_course tests scripts
-	$(BIN)/ruff format --check mae_course tests scripts
+	$(BIN)/ruff check mae_course tests scripts conftest.py
+	$(BIN)/ruff format --check mae_course tests scripts conftest.py
 	$(BIN)/python -m pytest
 
 lab: install
 	$(BIN)/jupyter lab notebooks/
+
+# The exercise lessons are generated from the solved ones (the single source).
+lessons: install
+	$(BIN)/python scripts/make_exercises.py
+
+# Re-run every solved lesson at full length to refresh its committed outputs, then regenerate.
+solutions: install
+	$(BIN)/python scripts/run_solutions.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,14 +1,6 @@
-import os
-import tempfile
-
 import pytest
 import torch
 
-# The built-in data is cached per test session, away from the user's own cache.
-if "MAE_COURSE_CACHE" not in os.environ:
-    os.environ["MAE_COURSE_CACHE"] = tempfile.mkdtemp(prefix="mae_course_cache_")
-
-os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # A model small enough to build and run in milliseconds, with the course's real code paths.

@@ -1,0 +1,140 @@
+"""Generate the exercise lessons in notebooks/ from the solved lessons in solutions/.
+
+    python scripts/make_exercises.py           # rewrite notebooks/ (and the solutions' headers)
+    python scripts/make_exercises.py --check   # change nothing; exit 1 if anything is out of date
+
+The solutions are the single source. In every code cell, the lines between
+``# BEGIN SOLUTION`` and ``# END SOLUTION`` become a stub: the block's ``# hint:`` lines,
+then ``raise NotImplementedError``. The exercise versions carry no outputs and no execution
+counts: a learner starts from a clean notebook (and nbval simply runs every cell of them).
+
+The first two cells of every lesson (tagged ``course-header``: the "Open in Colab" badge and
+the Colab-only install) are written from the one setting that names the course's home,
+``[project.urls] Homepage`` in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "notebooks"
+BEGIN, END, HINT = "# BEGIN SOLUTION", "# END SOLUTION", "# hint:"
+HEADER_TAG = "course-header"
+
+
+def homepage() -> str:
+    """The course's home URL, from pyproject.toml (a GitHub repository URL)."""
+    match = re.search(r'^Homepage\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    if not match:
+        raise SystemExit("pyproject.toml has no [project.urls] Homepage")
+    return match.group(1).rstrip("/")
+
+
+def header_cells(url: str, folder: str, name: str, stem: str) -> list:
+    github = re.sub(r"^https://github\.com/", "", url)
+    badge = nbformat.v4.new_markdown_cell(
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{github}/blob/main/{folder}/{name})"
+    )
+    install = nbformat.v4.new_code_cell(
+        "# On Colab only: install the course package. Colab's own torch and ipywidgets are kept as they are.\n"
+        "import sys\n"
+        "\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    %pip install --quiet "mae_course @ git+{url}"'
+    )
+    for i, cell in enumerate((badge, install)):
+        cell.id = f"{stem}-header-{i}"
+        cell.metadata["tags"] = [HEADER_TAG]
+    return [badge, install]
+
+
+def with_header(nb, url: str, folder: str, path: Path):
+    """The notebook with its header cells (re)written for ``folder``."""
+    nb = copy.deepcopy(nb)
+    old = {c.id: c for c in nb.cells if HEADER_TAG in c.metadata.get("tags", [])}
+    body = [c for c in nb.cells if HEADER_TAG not in c.metadata.get("tags", [])]
+    header = header_cells(url, folder, path.name, path.stem.split("_")[0])
+    # an unchanged header cell keeps its place in the run (its execution count)
+    header = [old[c.id] if c.id in old and old[c.id].source == c.source else c for c in header]
+    nb.cells = header + body
+    return nb
+
+
+def strip_solutions(source: str, where: str) -> str:
+    """Replace every BEGIN/END SOLUTION block by its hints and a NotImplementedError."""
+    out, block, indent, hints = [], False, "", []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(BEGIN):
+            if block:
+                raise SystemExit(f"{where}: nested {BEGIN}")
+            block, indent, hints = True, line[: len(line) - len(line.lstrip())], []
+        elif stripped.startswith(END):
+            if not block:
+                raise SystemExit(f"{where}: {END} without {BEGIN}")
+            out += [f"{indent}# Hint:{h}" for h in hints]
+            out.append(f'{indent}raise NotImplementedError("your code here")')
+            block = False
+        elif block:
+            if stripped.lower().startswith(HINT):
+                hints.append(stripped[len(HINT) :])
+        else:
+            out.append(line)
+    if block:
+        raise SystemExit(f"{where}: {BEGIN} without {END}")
+    return "\n".join(out)
+
+
+def exercise_version(solution, path: Path):
+    nb = copy.deepcopy(solution)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = strip_solutions(cell.source, f"{path.name} cell {cell.id}")
+            cell.execution_count = None
+            cell.outputs = []
+    return nb
+
+
+def expected_files() -> dict[Path, str]:
+    """Every lesson file as it should be: solutions with their header, exercises generated."""
+    url, files = homepage(), {}
+    for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
+        solution = with_header(nbformat.read(path, as_version=4), url, "solutions", path)
+        files[path] = nbformat.writes(solution) + "\n"
+        exercise = with_header(exercise_version(solution, path), url, "notebooks", path)
+        files[EXERCISES / path.name] = nbformat.writes(exercise) + "\n"
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report out-of-date files and exit 1; write nothing")
+    args = parser.parse_args(argv)
+    files = expected_files()
+    stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+    extra = sorted(set(EXERCISES.glob("*.ipynb")) - set(files))
+    if args.check:
+        for path in stale + extra:
+            print(f"out of date: {path.relative_to(ROOT)}")
+        if stale or extra:
+            print("run: python scripts/make_exercises.py")
+        return 1 if stale or extra else 0
+    for path in stale:
+        path.write_text(files[path])
+        print(f"wrote {path.relative_to(ROOT)}")
+    for path in extra:
+        path.unlink()
+        print(f"removed {path.relative_to(ROOT)} (no solution for it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
