@@ -146,7 +146,9 @@ class PretrainConfig:
         return asdict(self)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, imgs: torch.Tensor, mask_ratio: float = 0.75) -> float:
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, imgs: torch.Tensor, mask_ratio: float = 0.75
+) -> float:
     """One optimization step of MAE pretraining, in its plainest form; returns the loss.
 
     Forward (mask, encode, decode, loss on removed patches), clear the old gradients,
