@@ -12,6 +12,9 @@ The reference implementation the lessons converge to. One concept per module:
     checkpoint   safe saving and loading, official checkpoints included
     data         the built-in shapes dataset and the shipped photos
     pretrain     the pretraining job behind `python -m mae_course pretrain`
+    checks       the automatic checks of the lessons' exercises
+    figures      the lessons' figures (patch grids, masks, Figure 1 drawn)
+    flops        FLOP counts from the architecture
 """
 
 from .checkpoint import load_checkpoint, load_weights
