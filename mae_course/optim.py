@@ -1,4 +1,5 @@
-"""Optimizer set-up: AdamW with weight decay on weight matrices only."""
+"""Optimizer set-up: AdamW with weight decay on weight matrices only, and layer-wise
+learning-rate decay for fine-tuning."""
 
 from __future__ import annotations
 
@@ -42,3 +43,44 @@ def make_adamw(
     if fused is None:
         fused = next(model.parameters()).is_cuda
     return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """Which "layer" a ViT parameter belongs to, for layer-wise lr decay.
+
+    0 for the input side (patch embedding, cls token, positional table), i + 1 for block i,
+    and ``num_layers`` (= depth + 1) for everything after the blocks (norms and the head).
+    """
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed."):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW parameter groups with layer-wise lr decay (for fine-tuning a ViT).
+
+    A parameter of layer ``i`` gets ``lr_scale = layer_decay ** (num_layers - i)``: 1 for the
+    head and final norm, then geometrically smaller towards the input, the smallest for the
+    patch embedding, cls token and positional table. Weight decay applies to weight matrices
+    only. Frozen parameters are left out. The training loop sets each group's lr to
+    ``lr * group["lr_scale"]``.
+    """
+    num_layers = len(model.blocks) + 1
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = layer_id(name, num_layers)
+        decay = param.ndim > 1 and name not in ("cls_token", "pos_embed")
+        group = groups.setdefault(
+            (layer, decay),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr_scale": layer_decay ** (num_layers - layer),
+            },
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
