@@ -80,3 +80,12 @@ def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def grad_disagreement(model: torch.nn.Module) -> float:
+    """The largest difference, over parameters and processes, between the gradient norms the
+    processes hold. After DDP's all-reduce it must be 0: every process applies the same update."""
+    norms = torch.stack([p.grad.float().norm() for p in model.parameters() if p.grad is not None])
+    everyone = [torch.zeros_like(norms) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, norms)
+    return max((other - norms).abs().max().item() for other in everyone)

@@ -34,22 +34,26 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint, load_weights
 from .datasets import BUILTIN, default_workers, make_dataset
-from .distributed import Runtime, barrier, init_runtime, mean_across_ranks, shutdown
+from .distributed import Runtime, barrier, grad_disagreement, init_runtime, mean_across_ranks, shutdown
 from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from .masking import SAMPLINGS, num_kept
 from .optim import make_adamw
+from .provenance import provenance
 from .registry import MODEL_CONFIGS, build_model
 from .schedule import lr_at, scaled_lr
 from .training import (
     AMP_MODES,
     CHECKPOINT,
+    RESUMABLE,
     JsonLog,
     SkipFirst,
     autocast_for,
+    changed_settings,
     check_run_dir,
-    rng_state,
+    gather_rng,
+    restore_rng,
     save_figure,
-    set_rng_state,
+    set_lr,
     start_run_dir,
 )
 from .transforms import AUGMENTATIONS, eval_transform, pretrain_transform
@@ -63,7 +67,10 @@ class PretrainConfig:
     """Every setting of a pretraining run. The command line maps one flag to each field."""
 
     output_dir: str = "runs/pretrain"
-    data: str = BUILTIN  # "builtin" or an ImageFolder path
+    data: str = BUILTIN  # "builtin", "cifar10", "stl10", "imagenette" or an ImageFolder path
+    data_root: str | None = None  # where named datasets live (default ~/.cache/mae_course/datasets)
+    download: bool = False
+    skip_bad_images: bool = False  # skip (count, report) unreadable files instead of stopping
     image_size: int = 32
     subset: int | None = None  # train on the first N images only (quick experiments, tests)
     model: str = "mae_vit_mini_patch4_32"
@@ -90,6 +97,7 @@ class PretrainConfig:
     log_every: int = 10  # optimizer steps between log lines (the loss is read only then)
     save_every: int = 1  # epochs between checkpoints
     vis_images: int = 6
+    check_grad_sync: bool = False  # debugging torchrun: check every step that all processes hold the same gradients
     resume: str | None = None  # a checkpoint path, or "auto" for output_dir/checkpoint-last.pth
     overwrite: bool = False
 
@@ -199,7 +207,9 @@ class Pretrainer:
         )
 
         transform = pretrain_transform(cfg.image_size, cfg.augment, (cfg.crop_min_scale, 1.0))
-        self.dataset = make_dataset(cfg.data, "train", transform, cfg.image_size)
+        self.dataset = make_dataset(
+            cfg.data, "pretrain", transform, cfg.image_size, cfg.data_root, cfg.download, cfg.skip_bad_images
+        )
         if cfg.subset is not None:
             self.dataset = Subset(self.dataset, range(min(cfg.subset, len(self.dataset))))
         self.sampler = DistributedSampler(
@@ -222,6 +232,7 @@ class Pretrainer:
 
         # Where the run stands: epochs done, optimizer steps done, micro-batches done in the epoch.
         self.epoch, self.step, self.micro_in_epoch = 0, 0, 0
+        self.grad_sync_diff = 0.0  # with check_grad_sync: the largest gradient difference between processes
         self.vis_batch = self._visualisation_batch()
 
     # ------------------------------------------------------------------ state
@@ -230,17 +241,14 @@ class Pretrainer:
         if not (self.rt.is_main and self.cfg.vis_images):
             return None
         crop = 1.0 if self.cfg.data == BUILTIN else 224 / 256
-        images = make_dataset(self.cfg.data, "val", eval_transform(self.cfg.image_size, crop), self.cfg.image_size)
+        cfg = self.cfg
+        images = make_dataset(cfg.data, "val", eval_transform(cfg.image_size, crop), cfg.image_size, cfg.data_root)
         count = min(self.cfg.vis_images, len(images))
         return torch.stack([images[i][0] for i in range(count)]).to(self.rt.device)
 
     def save(self) -> None:
         """Write a resumable checkpoint (atomically) and the current reconstruction figure."""
-        rng: Any = rng_state()
-        if self.rt.distributed:  # every rank's generators, so each resumes its own stream
-            gathered: list[Any] = [None] * self.rt.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
+        rng = gather_rng(self.rt.distributed)  # every rank's generators, so each resumes its own stream
         if not self.rt.is_main:
             return
         state = {
@@ -269,7 +277,7 @@ class Pretrainer:
                 f"{path} was trained with other model settings ({', '.join(changed)} differ); "
                 "resume with the same --model and model flags"
             )
-        missing = [k for k in ("model", "optimizer", "epoch", "step", "micro_in_epoch", "rng") if k not in ckpt]
+        missing = [k for k in RESUMABLE if k not in ckpt]
         if missing:
             raise CheckpointError(f"{path} is not a resumable training checkpoint (no {', '.join(missing)})")
         self._note_changed_settings(ckpt.get("config", {}).get("pretrain", {}))
@@ -278,11 +286,7 @@ class Pretrainer:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step, self.micro_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["micro_in_epoch"]
-        rng = ckpt["rng"]
-        if isinstance(rng, list):  # one state per rank; resumed on another number of processes: reseeded
-            rng = rng[self.rt.rank] if len(rng) == self.rt.world_size else None
-        if rng is not None:
-            set_rng_state(rng)
+        restore_rng(ckpt["rng"], self.rt.rank, self.rt.world_size)  # another process count: reseeded
 
     def _note_changed_settings(self, saved: dict[str, Any]) -> None:
         """Say which training settings differ from the run being resumed (e.g. more epochs)."""
@@ -296,10 +300,7 @@ class Pretrainer:
             "vis_images",
             "device",
         }
-        now = self.cfg.to_json()
-        changed = [
-            f"{k} {saved[k]} -> {now[k]}" for k in sorted(saved) if k not in ignored and k in now and saved[k] != now[k]
-        ]
+        changed = changed_settings(saved, self.cfg.to_json(), ignored)
         if changed and self.rt.is_main:
             print(f"note: resuming with changed settings: {', '.join(changed)}; the lr schedule follows the new ones")
 
@@ -342,8 +343,7 @@ class Pretrainer:
                 break  # an incomplete accumulation window at the end
             if micro % cfg.accum_iter == 0:
                 lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, cfg.min_lr)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                set_lr(self.optimizer, lr)
             update = (micro + 1) % cfg.accum_iter == 0
             loss = self._forward_backward(imgs.to(rt.device, non_blocking=True), update)
             window.add(loss)
@@ -360,8 +360,11 @@ class Pretrainer:
             if self.step % cfg.log_every == 0 or self.micro_in_epoch == self.micro_per_epoch:
                 mean_loss, throughput = window.read(cfg.batch_size * rt.world_size)
                 self._check_finite(mean_loss)
-                self.log.write({"step": self.step, "epoch": self.epoch + self.micro_in_epoch / self.micro_per_epoch,
-                                "loss": mean_loss, "lr": lr, "images_per_s": throughput})  # fmt: skip
+                record = {"step": self.step, "epoch": self.epoch + self.micro_in_epoch / self.micro_per_epoch,
+                          "loss": mean_loss, "lr": lr, "images_per_s": throughput}  # fmt: skip
+                if cfg.check_grad_sync and rt.distributed:
+                    record["grad_sync_max_diff"] = self.grad_sync_diff
+                self.log.write(record)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{throughput:.0f}")
         bar.close()
         epoch_mean = mean_across_ranks(epoch_total / max(1, epoch_count)).item()
@@ -383,6 +386,8 @@ class Pretrainer:
         return loss
 
     def _optimizer_step(self) -> None:
+        if self.cfg.check_grad_sync and self.rt.distributed:
+            self.grad_sync_diff = max(self.grad_sync_diff, grad_disagreement(self.model))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -412,9 +417,8 @@ class Pretrainer:
         elif rt.is_main:
             self.figure("reconstructions_untrained.png", "untrained model")
         if rt.is_main:
-            (self.out / "config.json").write_text(
-                json.dumps({"pretrain": cfg.to_json(), "model": self.model.config}, indent=2) + "\n"
-            )
+            settings = {"pretrain": cfg.to_json(), "model": self.model.config, **provenance()}
+            (self.out / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
             workers = f" x {rt.world_size} processes" if rt.distributed else ""
             print(
                 f"pretraining {cfg.model} on {cfg.data} ({len(self.dataset)} images, {cfg.image_size}px) on {rt.device}{workers}: "
@@ -448,7 +452,8 @@ class Pretrainer:
                     loss_curve_figure([r["step"] for r in records], [r["loss"] for r in records]), self.out / "loss.png"
                 )
                 summary.update(first_loss=records[0]["loss"], last_loss=records[-1]["loss"])
-            summary["figure"] = str(self.out / "reconstructions.png")
+            if self.vis_batch is not None:
+                summary["figure"] = str(self.out / "reconstructions.png")
         barrier()
         return summary
 

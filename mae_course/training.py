@@ -117,3 +117,39 @@ def save_figure(fig, path: Path, dpi: int = 110) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=dpi)
     tmp.replace(path)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate to ``lr`` times its ``lr_scale`` (1 unless layer-wise decay set one)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+RESUMABLE = ("model", "optimizer", "epoch", "step", "micro_in_epoch", "rng")
+
+
+def gather_rng(distributed: bool) -> Any:
+    """This process's RNG state, or every rank's (a list) in a multi-process run."""
+    state = rng_state()
+    if not distributed:
+        return state
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def restore_rng(saved: Any, rank: int, world_size: int) -> bool:
+    """Restore this process's generators; False when the run was saved with another process count."""
+    if isinstance(saved, list):
+        if len(saved) != world_size:
+            return False
+        saved = saved[rank]
+    set_rng_state(saved)
+    return True
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignored: set[str]) -> list[str]:
+    """'name old -> new' for every setting that differs between a saved run and this one."""
+    return [
+        f"{k} {saved[k]} -> {now[k]}" for k in sorted(saved) if k not in ignored and k in now and saved[k] != now[k]
+    ]

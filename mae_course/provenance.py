@@ -1,0 +1,43 @@
+"""Where a result came from: the hardware, the software and the commit of the course's code."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_commit() -> str:
+    """The commit of the course's source tree, with '+changes' when it has uncommitted edits."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown (not a git checkout)"
+    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def hardware() -> dict[str, Any]:
+    """The accelerator (or CPU) PyTorch runs on, and the library versions."""
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info.update(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count())
+    else:
+        info.update(device=f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
+    return info
+
+
+def provenance() -> dict[str, Any]:
+    return {"hardware": hardware(), "git_commit": git_commit()}
