@@ -1,7 +1,14 @@
 """The command line: ``python -m mae_course <command>`` (or ``mae-course <command>``).
 
-Errors about the user's input (a wrong path, a bad value, an image size that does not fit
-the patch size) are printed as one line and exit with status 2, without a traceback.
+    pretrain            train an MAE (default: a small one on the built-in data, minutes on a CPU)
+    linprobe            linear-probe an encoder: frozen features, BatchNorm + linear head, LARS
+    finetune            fine-tune an encoder end to end (or from scratch, without --checkpoint)
+    partial-finetune    fine-tune only the last k blocks, or the MLP of the last block
+    evaluate            all of the above for one checkpoint, plus the from-scratch and random baselines
+
+Every command runs unchanged under ``torchrun`` (one node or many). Errors about the user's
+input (a wrong path, a bad value, a size that does not fit) are printed as one line and exit
+with status 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -9,15 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
 
+from .classify import FinetuneConfig, LinprobeConfig, finetune, linprobe
 from .errors import MAECourseError
+from .evaluation import EvaluationConfig, evaluate
 from .masking import SAMPLINGS
 from .pretrain import AMP_MODES, PretrainConfig, pretrain
 from .registry import MODEL_CONFIGS
 from .transforms import AUGMENTATIONS
-
-_D = PretrainConfig()  # the defaults, shown in --help
+from .vit import POOLINGS
 
 
 def _json_object(text: str) -> dict:
@@ -30,37 +40,123 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain an MAE (default: a small one on the built-in data, a few minutes on a CPU)",
-        description="Pretrain a masked autoencoder. Writes checkpoints, log.jsonl and reconstruction figures to --output-dir.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def _data_args(p: argparse.ArgumentParser, d) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
-        default=_D.data,
-        help="'builtin' (generated, no download) or an ImageFolder path (with train/ inside, or class folders)",
+        default=d.data,
+        help="builtin (generated, no download), cifar10, stl10, imagenette, or an ImageFolder path",
     )
     g.add_argument(
-        "--image-size", type=int, default=_D.image_size, help="input side in pixels; a multiple of the patch size"
+        "--data-root", default=d.data_root, help="where named datasets live (default: ~/.cache/mae_course/datasets)"
     )
-    g.add_argument("--subset", type=int, default=_D.subset, help="use only the first N training images")
+    g.add_argument("--download", action="store_true", help="download a named dataset that is not there yet")
     g.add_argument(
-        "--augment", choices=AUGMENTATIONS, default=_D.augment, help="pretraining augmentation (paper Table 1e)"
+        "--skip-bad-images", action="store_true", help="skip (and count) unreadable image files instead of stopping"
     )
     g.add_argument(
-        "--crop-min-scale", type=float, default=_D.crop_min_scale, help="smallest area fraction of RandomResizedCrop"
+        "--image-size", type=int, default=d.image_size, help="input side in pixels; a multiple of the patch size"
     )
+    g.add_argument("--subset", type=int, default=d.subset, help="use only the first N training images")
+    if hasattr(d, "val_subset"):
+        g.add_argument(
+            "--val-subset", type=int, default=d.val_subset, help="evaluate on the first N validation images only"
+        )
     g.add_argument(
         "--num-workers",
         type=int,
-        default=_D.num_workers,
+        default=d.num_workers,
         help="DataLoader workers (default: 0 for built-in data, else one per spare core, at most 8)",
     )
+
+
+def _optim_args(p: argparse.ArgumentParser, d) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="images per process per step")
+    g.add_argument("--accum-iter", type=int, default=d.accum_iter, help="gradient accumulation steps")
+    g.add_argument(
+        "--blr",
+        type=float,
+        default=d.blr,
+        help="base lr: lr = blr x effective batch / 256 (effective = batch x accum x processes)",
+    )
+    g.add_argument("--lr", type=float, default=d.lr, help="absolute lr (overrides --blr)")
+    g.add_argument("--min-lr", type=float, default=d.min_lr)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=d.amp,
+        help="mixed precision: auto = bf16 (or fp16 + scaler) on GPU, none on CPU",
+    )
+    return g
+
+
+def _run_args(p: argparse.ArgumentParser, d) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--output-dir", default=d.output_dir)
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a run (default: OUTPUT_DIR/checkpoint-last.pth)",
+    )
+    g.add_argument("--overwrite", action="store_true", help="start over in an output dir that already holds a run")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--device", default=d.device, help="auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)"
+    )
+    g.add_argument("--log-every", type=int, default=d.log_every, help="optimizer steps between log lines")
+    g.add_argument("--save-every", type=int, default=d.save_every, help="epochs between checkpoints")
+
+
+def _encoder_args(p: argparse.ArgumentParser, d) -> None:
+    g = p.add_argument_group("encoder")
+    g.add_argument(
+        "--checkpoint",
+        default=d.checkpoint,
+        help="an MAE checkpoint (the course's or a released one); none: random initialisation",
+    )
+    g.add_argument(
+        "--model",
+        choices=list(MODEL_CONFIGS),
+        default=d.model,
+        help="architecture, for checkpoints without a config or no checkpoint (default: mae_vit_mini_patch4_32)",
+    )
+    g.add_argument(
+        "--global-pool",
+        choices=POOLINGS,
+        default=d.global_pool,
+        help="features: the cls token or the average of the patch tokens",
+    )
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def _add_pretrain(sub) -> None:
+    d = PretrainConfig()
+    p = _command(sub, "pretrain", "pretrain an MAE (default: a small one on the built-in data, a few minutes on a CPU)")
+    _data_args(p, d)
+    g = p.add_argument_group("augmentation")
+    g.add_argument(
+        "--augment", choices=AUGMENTATIONS, default=d.augment, help="pretraining augmentation (paper Table 1e)"
+    )
+    g.add_argument(
+        "--crop-min-scale", type=float, default=d.crop_min_scale, help="smallest area fraction of RandomResizedCrop"
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=list(MODEL_CONFIGS), default=_D.model)
+    g.add_argument("--model", choices=list(MODEL_CONFIGS), default=d.model)
     g.add_argument(
         "--model-overrides",
         type=_json_object,
@@ -71,57 +167,181 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--norm-pix-loss",
         action=argparse.BooleanOptionalAction,
-        default=_D.norm_pix_loss,
+        default=d.norm_pix_loss,
         help="predict per-patch normalized pixels",
     )
-    g.add_argument("--mask-ratio", type=float, default=_D.mask_ratio)
-    g.add_argument("--mask-sampling", choices=SAMPLINGS, default=_D.mask_sampling)
+    g.add_argument("--mask-ratio", type=float, default=d.mask_ratio)
+    g.add_argument("--mask-sampling", choices=SAMPLINGS, default=d.mask_sampling)
     g.add_argument("--mask-token-in-encoder", action="store_true", help="the 'encoder w/ [M]' baseline (Table 1c)")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=_D.epochs)
-    g.add_argument("--warmup-epochs", type=float, default=_D.warmup_epochs)
-    g.add_argument("--batch-size", type=int, default=_D.batch_size, help="images per process per step")
-    g.add_argument("--accum-iter", type=int, default=_D.accum_iter, help="gradient accumulation steps")
-    g.add_argument("--blr", type=float, default=_D.blr, help="base lr: lr = blr x effective batch / 256")
-    g.add_argument("--lr", type=float, default=_D.lr, help="absolute lr (overrides --blr)")
-    g.add_argument("--min-lr", type=float, default=_D.min_lr)
-    g.add_argument("--weight-decay", type=float, default=_D.weight_decay)
-    g.add_argument("--betas", type=float, nargs=2, default=_D.betas, metavar=("B1", "B2"))
-    g.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default=_D.amp,
-        help="mixed precision: auto = bf16 (or fp16 + scaler) on GPU, none on CPU",
+    g = _optim_args(p, d)
+    g.add_argument("--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"))
+    _run_args(p, d)
+    p.add_argument("--vis-images", type=int, default=d.vis_images, help="images in the reconstruction figure")
+    p.add_argument(
+        "--check-grad-sync",
+        action="store_true",
+        help="debugging torchrun: check every step that all processes hold the same gradients (logs grad_sync_max_diff)",
     )
-    g = p.add_argument_group("run")
-    g.add_argument("--output-dir", default=_D.output_dir)
-    g.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue a run (default: OUTPUT_DIR/checkpoint-last.pth)",
-    )
-    g.add_argument("--overwrite", action="store_true", help="start over in an output dir that already holds a run")
-    g.add_argument("--seed", type=int, default=_D.seed)
-    g.add_argument("--device", default=_D.device, help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--log-every", type=int, default=_D.log_every, help="optimizer steps between log lines")
-    g.add_argument("--save-every", type=int, default=_D.save_every, help="epochs between checkpoints")
-    g.add_argument("--vis-images", type=int, default=_D.vis_images, help="images in the reconstruction figure")
-    p.set_defaults(func=_run_pretrain)
+    p.set_defaults(func=_runner(PretrainConfig, pretrain, _report_pretrain))
 
 
-def _run_pretrain(args: argparse.Namespace) -> int:
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
-    values["betas"] = tuple(values["betas"])
-    summary = pretrain(PretrainConfig(**values))
-    if summary.get("first_loss") is not None:
-        print(
-            f"done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}; "
-            f"reconstructions: {summary['figure']}"
+def _add_finetune(sub, name: str, help: str, partial: bool) -> None:
+    d = FinetuneConfig(output_dir=f"runs/{name}")
+    p = _command(sub, name, help)
+    _encoder_args(p, d)
+    if partial:
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument(
+            "--blocks",
+            dest="tune_blocks",
+            type=int,
+            help="train only the last k blocks (k = 0 is linear probing: use linprobe)",
         )
-    return 0
+        g.add_argument(
+            "--mlp-only", dest="tune_mlp_only", action="store_true", help="train only the MLP of the last block"
+        )
+    _data_args(p, d)
+    g = p.add_argument_group("fine-tuning recipe")
+    g.add_argument(
+        "--layer-decay",
+        type=float,
+        default=d.layer_decay,
+        help="layer-wise lr decay (paper: 0.75 for ViT-L, 0.65 for ViT-B)",
+    )
+    g.add_argument("--drop-path", type=float, default=d.drop_path)
+    g.add_argument("--smoothing", type=float, default=d.smoothing, help="label smoothing")
+    g.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
+    g.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
+    g.add_argument("--randaug", type=int, default=d.randaug, help="RandAugment magnitude, 2 ops (0: off)")
+    g.add_argument("--reprob", type=float, default=d.reprob, help="random erasing probability")
+    g.add_argument("--crop-min-scale", type=float, default=d.crop_min_scale)
+    _optim_args(p, d)
+    _run_args(p, d)
+    p.set_defaults(func=_runner(FinetuneConfig, finetune, _report_classify))
+
+
+def _add_linprobe(sub) -> None:
+    d = LinprobeConfig()
+    p = _command(sub, "linprobe", "linear-probe an encoder: frozen features, BatchNorm (no affine) + linear head")
+    _encoder_args(p, d)
+    _data_args(p, d)
+    g = p.add_argument_group("probe")
+    g.add_argument("--optimizer", choices=("lars", "sgd"), default=d.optimizer)
+    g.add_argument(
+        "--augment", choices=("none", "crop"), default=d.augment, help="crop: RandomResizedCrop + flip, as on ImageNet"
+    )
+    g.add_argument(
+        "--cache-features",
+        action=argparse.BooleanOptionalAction,
+        default=d.cache_features,
+        help="compute the frozen features once (default: when one process and no augmentation)",
+    )
+    _optim_args(p, d)
+    _run_args(p, d)
+    p.set_defaults(func=_runner(LinprobeConfig, linprobe, _report_classify))
+
+
+def _add_evaluate(sub) -> None:
+    d = EvaluationConfig()
+    p = _command(
+        sub,
+        "evaluate",
+        "judge a checkpoint the paper's three ways (linear probe, fine-tuning, partial fine-tuning) against from-scratch and random-encoder baselines",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=d.checkpoint,
+        help="the MAE checkpoint to evaluate (none: only meaningful with --only for baselines)",
+    )
+    p.add_argument(
+        "--model", choices=list(MODEL_CONFIGS), default=d.model, help="architecture, for checkpoints without a config"
+    )
+    p.add_argument("--output-dir", default=d.output_dir)
+    p.add_argument("--data", default=d.data)
+    p.add_argument("--data-root", default=d.data_root)
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--subset", type=int, default=d.subset, help="train every classifier on the first N images only")
+    p.add_argument(
+        "--val-subset", type=int, default=d.val_subset, help="evaluate on the first N validation images only"
+    )
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--linprobe", type=_json_object, default={}, metavar="JSON", help="linprobe settings, e.g. '{\"epochs\": 30}'"
+    )
+    p.add_argument(
+        "--finetune",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help='finetune settings, e.g. \'{"epochs": 5, "mixup": 0}\'',
+    )
+    p.add_argument(
+        "--partial-blocks",
+        type=int,
+        nargs="*",
+        default=list(d.partial_blocks),
+        metavar="K",
+        help="partial fine-tuning of the last K blocks",
+    )
+    p.add_argument(
+        "--partial-mlp",
+        action=argparse.BooleanOptionalAction,
+        default=d.partial_mlp,
+        help="also tune only the last block's MLP",
+    )
+    p.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=d.baselines,
+        help="also train from scratch and probe a random encoder",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="RUN",
+        help="make only these runs (linprobe, finetune, linprobe_random, finetune_scratch, partial_K, partial_mlp)",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        names = {f.name for f in fields(EvaluationConfig)}
+        values = {k: v for k, v in vars(args).items() if k in names}
+        values["partial_blocks"] = tuple(values["partial_blocks"])
+        summary = evaluate(EvaluationConfig(**values), only=set(args.only) if args.only else None)
+        for name, result in summary["runs"].items():
+            print(
+                f"{name:18s} top-1 {result['top1']:6.2f}%  top-5 {result['top5']:6.2f}%  ({result['wall_time_s']:.0f} s)"
+            )
+        print(f"results: {Path(args.output_dir) / 'results.json'}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _runner(config_class, job: Callable, report: Callable) -> Callable[[argparse.Namespace], int]:
+    names = {f.name for f in fields(config_class)}
+
+    def run(args: argparse.Namespace) -> int:
+        values = {k: v for k, v in vars(args).items() if k in names}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        report(job(config_class(**values)))
+        return 0
+
+    return run
+
+
+def _report_pretrain(summary: dict) -> None:
+    if summary.get("first_loss") is not None:
+        figure = f"; reconstructions: {summary['figure']}" if "figure" in summary else ""
+        print(f"done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}{figure}")
+
+
+def _report_classify(summary: dict) -> None:
+    print(
+        f"done: top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% (best top-1 {summary['best_top1']:.2f}%) "
+        f"after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     _add_pretrain(sub)
+    _add_linprobe(sub)
+    _add_finetune(
+        sub, "finetune", "fine-tune an encoder end to end (without --checkpoint: train from scratch)", partial=False
+    )
+    _add_finetune(
+        sub, "partial-finetune", "fine-tune only the last k blocks (or the last block's MLP) and the head", partial=True
+    )
+    _add_evaluate(sub)
     return parser
 
 

@@ -1,0 +1,179 @@
+import argparse
+import json
+
+import pytest
+import torch
+
+from mae_course import build_model
+from mae_course.checkpoint import atomic_save, load_checkpoint
+from mae_course.classify import FinetuneConfig, LinprobeConfig, accuracy_counts, finetune, linprobe, probe_head
+from mae_course.cli import main
+from mae_course.errors import CheckpointError, ConfigError
+from mae_course.training import set_lr
+
+FAST = dict(subset=256, val_subset=500, batch_size=64, epochs=2, warmup_epochs=0.5, log_every=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mae_checkpoint(tmp_path_factory):
+    """A course checkpoint of the mini MAE (untrained: the tests only need its weights and config)."""
+    torch.manual_seed(0)
+    model = build_model("mae_vit_mini_patch4_32")
+    path = tmp_path_factory.mktemp("ckpt") / "mae.pth"
+    atomic_save({"model": model.state_dict(), "config": {"model": model.config}}, path)
+    return path
+
+
+def test_probe_head_is_batchnorm_without_affine_then_linear():
+    head = probe_head(16, 4)
+    bn, linear = head
+    assert isinstance(bn, torch.nn.BatchNorm1d) and not bn.affine and bn.eps == 1e-6
+    assert isinstance(linear, torch.nn.Linear) and linear.weight.shape == (4, 16)
+    assert linear.weight.std() < 0.03 and torch.equal(linear.bias, torch.zeros(4))
+
+
+def test_accuracy_counts_by_hand():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.2], [0.2, 0.3, 0.5]])
+    targets = torch.tensor([1, 2, 0])
+    top1, top2 = accuracy_counts(logits, targets, topk=(1, 2))
+    assert top1.item() == 1 and top2.item() == 2  # sample 1: class 2 is its 2nd; sample 2: class 0 is its 3rd
+    top1, top5 = accuracy_counts(logits, targets)  # fewer classes than 5: top-5 counts all
+    assert top5.item() == 3
+
+
+def test_set_lr_applies_each_groups_scale():
+    p, q = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr_scale": 0.25}, {"params": [q]}], lr=1.0)
+    set_lr(opt, 0.4)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.4]
+
+
+def test_cached_features_give_the_same_probe(tmp_path, mae_checkpoint):
+    """Caching frozen features is only a speed-up: the same losses and accuracy as computing them each step."""
+    runs = {}
+    for cache in (True, False):
+        losses = []
+        cfg = LinprobeConfig(
+            output_dir=str(tmp_path / str(cache)), checkpoint=str(mae_checkpoint), cache_features=cache, **FAST
+        )
+        metrics = linprobe(cfg, on_step=lambda step, loss, into=losses: into.append(loss))
+        runs[cache] = (losses, metrics)
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    assert runs[True][1]["top1"] == pytest.approx(runs[False][1]["top1"], abs=0.1)
+
+
+def test_finetune_writes_metrics_log_and_weights(tmp_path, mae_checkpoint):
+    summary = finetune(FinetuneConfig(output_dir=str(tmp_path / "ft"), checkpoint=str(mae_checkpoint), **FAST))
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["top1"] == summary["top1"] and 0 <= metrics["top1"] <= metrics["top5"] <= 100
+    assert metrics["data"] == {"name": "builtin", "train_images": 256, "val_images": 500, "classes": 10}
+    assert metrics["config"]["checkpoint"] == str(mae_checkpoint) and metrics["wall_time_s"] > 0
+    assert metrics["hardware"]["processes"] == 1 and "CPU" in metrics["hardware"]["device"]
+    epochs = [
+        json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines() if '"val_top1"' in line
+    ]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    weights = load_checkpoint(tmp_path / "ft" / "model.pth")
+    assert weights["model"]["head.weight"].shape == (10, 128)
+
+
+def test_finetune_starts_from_the_checkpoint_and_scratch_does_not(tmp_path, mae_checkpoint):
+    encoder = load_checkpoint(mae_checkpoint)["model"]
+    seen = {}
+
+    def spy(name):
+        def on_step(step, loss):
+            seen.setdefault(name, loss)
+
+        return on_step
+
+    finetune(
+        FinetuneConfig(output_dir=str(tmp_path / "a"), checkpoint=str(mae_checkpoint), **{**FAST, "epochs": 1}),
+        spy("mae"),
+    )
+    finetune(FinetuneConfig(output_dir=str(tmp_path / "b"), **{**FAST, "epochs": 1}), spy("scratch"))
+    assert seen["mae"] != seen["scratch"]
+    trained = load_checkpoint(tmp_path / "a" / "model.pth")["model"]
+    # after a few small steps the fine-tuned patch embedding is still close to the checkpoint's
+    assert torch.allclose(trained["patch_embed.proj.weight"], encoder["patch_embed.proj.weight"], atol=0.05)
+
+
+@pytest.mark.parametrize("tuning", [dict(tune_blocks=2), dict(tune_mlp_only=True)])
+def test_partial_finetuning_leaves_the_rest_frozen(tmp_path, mae_checkpoint, tuning):
+    finetune(
+        FinetuneConfig(
+            output_dir=str(tmp_path / "p"), checkpoint=str(mae_checkpoint), **{**FAST, "epochs": 1}, **tuning
+        )
+    )
+    before = load_checkpoint(mae_checkpoint)["model"]
+    after = load_checkpoint(tmp_path / "p" / "model.pth")["model"]
+    changed = {k for k in after if k in before and not torch.equal(after[k], before[k])}
+    if "tune_blocks" in tuning:
+        assert {k.split(".")[1] for k in changed if k.startswith("blocks.")} == {"4", "5"}
+    else:
+        in_blocks = {k for k in changed if k.startswith("blocks.")}
+        assert in_blocks and all(k.startswith(("blocks.5.mlp.", "blocks.5.norm2.")) for k in in_blocks)
+    assert not any(k.startswith(("patch_embed", "cls_token", "pos_embed", "blocks.0.")) for k in changed)
+
+
+def test_partial_finetuning_settings():
+    with pytest.raises(ConfigError, match="linear probing: use `python -m mae_course linprobe`"):
+        FinetuneConfig(tune_blocks=0).validate()
+    with pytest.raises(ConfigError, match="not both"):
+        FinetuneConfig(tune_blocks=1, tune_mlp_only=True).validate()
+
+
+def test_a_released_checkpoint_needs_its_architecture_named(tmp_path):
+    model = build_model("mae_vit_mini_patch4_32")
+    path = tmp_path / "released.pth"
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model="mae_vit_mini")}, path)
+    with pytest.raises(CheckpointError, match="no model config .*--model"):
+        finetune(FinetuneConfig(output_dir=str(tmp_path / "x"), checkpoint=str(path), **FAST))
+    summary = linprobe(
+        LinprobeConfig(output_dir=str(tmp_path / "y"), checkpoint=str(path), model="mae_vit_mini_patch4_32", **FAST)
+    )
+    assert summary["trained_parameters"] == 128 * 10 + 10  # only the linear layer (the BatchNorm has no affine)
+
+
+def test_finetune_resumes_mid_epoch_to_the_same_losses(tmp_path, mae_checkpoint):
+    base = dict(checkpoint=str(mae_checkpoint), **FAST, mixup=0.0, cutmix=0.0)
+    reference = []
+    finetune(FinetuneConfig(output_dir=str(tmp_path / "a"), **base), on_step=lambda s, loss: reference.append(loss))
+
+    cfg = FinetuneConfig(output_dir=str(tmp_path / "b"), **base)
+    first = []
+
+    def stop(step, loss):
+        first.append(loss)
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, on_step=stop)
+    rest = []
+    cfg.resume = "auto"
+    finetune(cfg, on_step=lambda s, loss: rest.append(loss))
+    assert first + rest == pytest.approx(reference, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["linprobe", "--checkpoint", "/no/such.pth"], "checkpoint not found: /no/such.pth"),
+        (["finetune", "--data", "/no/such/folder"], "dataset not found"),
+        (["finetune", "--layer-decay", "1.5"], "layer decay must be in"),
+        (["linprobe", "--augment", "crop", "--cache-features"], "cached features cannot be augmented"),
+        (["partial-finetune", "--blocks", "0"], "linear probing"),
+        (["partial-finetune", "--blocks", "9"], "only 6 blocks"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    code = main([*args, "--output-dir", str(tmp_path / "o"), "--subset", "64", "--batch-size", "32", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_partial_finetune_needs_a_choice(capsys):
+    with pytest.raises(SystemExit):
+        main(["partial-finetune"])
+    assert "one of the arguments --blocks --mlp-only is required" in capsys.readouterr().err

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+from mae_course import build_model
+from mae_course.checkpoint import atomic_save
+from mae_course.cli import main
+from mae_course.evaluation import EvaluationConfig, evaluate, planned_runs
+
+QUICK = dict(subset=128, val_subset=200, device="cpu")
+ONE_EPOCH = {"epochs": 1, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("mae_vit_mini_patch4_32")
+    path = tmp_path_factory.mktemp("mae") / "mae.pth"
+    atomic_save({"model": model.state_dict(), "config": {"model": model.config}}, path)
+    return path
+
+
+def test_the_planned_runs():
+    runs = planned_runs(EvaluationConfig(checkpoint="x.pth", partial_blocks=(1, 3)))
+    assert list(runs) == [
+        "linprobe",
+        "finetune",
+        "linprobe_random",
+        "finetune_scratch",
+        "partial_1",
+        "partial_3",
+        "partial_mlp",
+    ]
+    assert runs["linprobe_random"][1].checkpoint is None and runs["finetune_scratch"][1].checkpoint is None
+    assert runs["partial_3"][1].tune_blocks == 3 and runs["partial_mlp"][1].tune_mlp_only
+    assert runs["linprobe"][1].checkpoint == "x.pth" and runs["linprobe"][1].global_pool == "token"
+
+
+def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, checkpoint, capsys):
+    cfg = EvaluationConfig(
+        checkpoint=str(checkpoint),
+        output_dir=str(tmp_path),
+        partial_blocks=(1,),
+        linprobe=ONE_EPOCH,
+        finetune=ONE_EPOCH,
+        **QUICK,
+    )
+    summary = evaluate(cfg, only={"linprobe", "partial_1"})
+    assert sorted(summary["runs"]) == ["linprobe", "partial_1"]
+    capsys.readouterr()
+    summary = evaluate(cfg)  # the rest; the two finished runs are kept
+    out = capsys.readouterr().out
+    assert "linprobe: done before, kept" in out and "partial_1: done before, kept" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(results["runs"]) == sorted(
+        ["linprobe", "finetune", "linprobe_random", "finetune_scratch", "partial_1", "partial_mlp"]
+    )
+    for run in results["runs"].values():
+        assert 0 <= run["top1"] <= run["top5"] <= 100 and run["wall_time_s"] > 0 and run["epochs"] == 1
+    assert results["data"] == {"name": "builtin", "image_size": 32, "subset": 128, "val_subset": 200}
+    assert results["git_commit"] and results["hardware"]["torch"] == torch.__version__
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert results["runs"]["linprobe"]["trained_parameters"] < results["runs"]["partial_1"]["trained_parameters"]
+
+
+def test_evaluate_from_the_command_line(tmp_path, checkpoint, capsys):
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path), "--subset", "128", "--val-subset", "100",
+                 "--only", "linprobe", "--linprobe", json.dumps(ONE_EPOCH)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "linprobe " in out and "results:" in out
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pth"), "--output-dir", str(tmp_path / "x")]) == 2
