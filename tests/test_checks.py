@@ -10,6 +10,8 @@ from einops import rearrange, repeat
 
 import mae_course as M
 from mae_course import checks as C
+from mae_course.classify import probe_head
+from mae_course.optim import layer_decay_groups
 from mae_course.pretrain import train_step
 from mae_course.schedule import lr_at
 from mae_course.transformer import attention
@@ -261,6 +263,50 @@ def step_returns_tensor(model, optimizer, imgs, mask_ratio=0.75):
     return loss
 
 
+# ---------------------------------------------------------------------------- evaluation (lesson 07)
+
+
+def head_without_norm(dim, num_classes):
+    linear = torch.nn.Linear(dim, num_classes)
+    torch.nn.init.trunc_normal_(linear.weight, std=0.01)
+    torch.nn.init.zeros_(linear.bias)
+    return torch.nn.Sequential(linear)
+
+
+def head_with(norm=None, order="norm first", init=True):
+    def fn(dim, num_classes):
+        linear = torch.nn.Linear(dim, num_classes)
+        if init:
+            torch.nn.init.trunc_normal_(linear.weight, std=0.01)
+            torch.nn.init.zeros_(linear.bias)
+        layer = norm(dim) if norm else torch.nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+        return torch.nn.Sequential(layer, linear) if order == "norm first" else torch.nn.Sequential(linear, layer)
+
+    return fn
+
+
+def groups_with(exponent_shift=0, reverse=False, decay_everything=False, tokens_in_block0=False, keep_frozen=False):
+    from mae_course.optim import layer_id
+
+    def fn(model, weight_decay, layer_decay):
+        num_layers = len(model.blocks) + 1
+        groups = []
+        for name, param in model.named_parameters():
+            if not param.requires_grad and not keep_frozen:
+                continue
+            layer = layer_id(name, num_layers)
+            if tokens_in_block0 and name in ("cls_token", "pos_embed"):
+                layer = 1
+            power = layer if reverse else num_layers - layer + exponent_shift
+            decayed = decay_everything or (param.ndim > 1 and name not in ("cls_token", "pos_embed"))
+            groups.append(
+                {"params": [param], "weight_decay": weight_decay if decayed else 0.0, "lr_scale": layer_decay**power}
+            )
+        return groups
+
+    return fn
+
+
 # ---------------------------------------------------------------------------- the table
 
 MUTANTS = {
@@ -327,6 +373,21 @@ MUTANTS = {
         (lr_ignores_min_lr, r"should end at min_lr"),
         (lr_linear_decay, r"half a cosine"),
     ],
+    "check_probe_head": [
+        (head_without_norm, r"no BatchNorm1d before the linear layer"),
+        (head_with(norm=lambda d: torch.nn.BatchNorm1d(d, eps=1e-6)), r"affine=False"),
+        (head_with(norm=torch.nn.LayerNorm), r"uses LayerNorm"),
+        (head_with(order="linear first"), r"\*before\* the linear layer"),
+        (head_with(norm=lambda d: torch.nn.BatchNorm1d(d, affine=False)), r"eps=1e-6"),
+        (head_with(init=False), r"bias at zero|std 0.01"),
+    ],
+    "check_layer_decay_groups": [
+        (groups_with(exponent_shift=1), r"head \(and the final norm\) must keep the full lr"),
+        (groups_with(reverse=True), r"decay runs the wrong way"),
+        (groups_with(decay_everything=True), r"no weight decay"),
+        (groups_with(tokens_in_block0=True), r"belong with the patch embedding"),
+        (groups_with(keep_frozen=True), r"frozen parameters"),
+    ],
     "check_train_step": [
         (step_without_zero_grad, r"gradients pile up"),
         (step_without_update, r"call optimizer.step\(\)"),
@@ -347,6 +408,8 @@ REFERENCES = {
     "check_norm_pix_target": M.norm_pix_target,
     "check_lr_schedule": lr_at,
     "check_train_step": train_step,
+    "check_probe_head": probe_head,
+    "check_layer_decay_groups": layer_decay_groups,
 }
 
 

@@ -11,6 +11,7 @@ reference implementation:
 from ._core import CheckFailed, not_implemented_message
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
 from .encoder import check_attention, check_sincos_pos_embed
+from .evaluation import check_layer_decay_groups, check_probe_head
 from .masking import check_random_masking
 from .patches import check_patchify, check_unpatchify
 from .training import check_lr_schedule, check_train_step
@@ -18,10 +19,12 @@ from .training import check_lr_schedule, check_train_step
 __all__ = [
     "CheckFailed",
     "check_attention",
+    "check_layer_decay_groups",
     "check_lr_schedule",
     "check_masked_mse_loss",
     "check_norm_pix_target",
     "check_patchify",
+    "check_probe_head",
     "check_random_masking",
     "check_sincos_pos_embed",
     "check_train_step",
