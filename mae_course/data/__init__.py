@@ -3,6 +3,7 @@
 from .builtin import BuiltinShapes
 from .photos import list_photos, load_image, load_photo, photo_dir
 from .shapes import CLASSES, load_split, make_split, render_shapes
+from .shipped import shipped_checkpoint, shipped_dir, shipped_results
 
 __all__ = [
     "CLASSES",
@@ -14,4 +15,7 @@ __all__ = [
     "make_split",
     "photo_dir",
     "render_shapes",
+    "shipped_checkpoint",
+    "shipped_dir",
+    "shipped_results",
 ]

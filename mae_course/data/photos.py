@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -10,11 +9,12 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
+from .shipped import shipped_dir
 
 
 def photo_dir() -> Path:
     """The folder of the shipped photos (``data/photos`` in the repository)."""
-    return Path(str(resources.files("mae_course._photos")))
+    return shipped_dir() / "photos"
 
 
 def list_photos() -> list[str]:

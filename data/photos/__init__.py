@@ -1,1 +1,0 @@
-# Makes the shipped photos importable as package data (`mae_course._photos`, see pyproject.toml).
