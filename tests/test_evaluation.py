@@ -34,7 +34,7 @@ def test_the_planned_runs():
     ]
     assert runs["linprobe_random"][1].checkpoint is None and runs["finetune_scratch"][1].checkpoint is None
     assert runs["partial_3"][1].tune_blocks == 3 and runs["partial_mlp"][1].tune_mlp_only
-    assert runs["linprobe"][1].checkpoint == "x.pth" and runs["linprobe"][1].global_pool == "token"
+    assert runs["linprobe"][1].checkpoint == "x.pth" and runs["linprobe"][1].global_pool == "avg"
 
 
 def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, checkpoint, capsys):
