@@ -5,6 +5,8 @@
     finetune            fine-tune an encoder end to end (or from scratch, without --checkpoint)
     partial-finetune    fine-tune only the last k blocks, or the MLP of the last block
     evaluate            all of the above for one checkpoint, plus the from-scratch and random baselines
+    sweep               vary one pretraining setting (masking ratio, decoder depth, ...), evaluate each
+    bench               time pretraining steps (table2: the asymmetric encoder vs mask tokens in the encoder)
 
 Every command runs unchanged under ``torchrun`` (one node or many). Errors about the user's
 input (a wrong path, a bad value, a size that does not fit) are printed as one line and exit
@@ -20,12 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from .bench import Table2Config, run_table2, table2_text
 from .classify import FinetuneConfig, LinprobeConfig, finetune, linprobe
-from .errors import MAECourseError
+from .errors import ConfigError, MAECourseError
 from .evaluation import EvaluationConfig, evaluate
 from .masking import SAMPLINGS
 from .pretrain import AMP_MODES, PretrainConfig, pretrain
 from .registry import MODEL_CONFIGS
+from .sweep import ABLATIONS, SweepConfig, parse_value, sweep
 from .transforms import AUGMENTATIONS
 from .vit import POOLINGS
 
@@ -318,6 +322,105 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_sweep(sub) -> None:
+    d = SweepConfig()
+    p = _command(
+        sub,
+        "sweep",
+        "vary one pretraining setting and, for each value, pretrain, linear-probe and fine-tune (Figure 5, Table 1)",
+    )
+    p.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="masking ratios to sweep (the paper's Figure 5); same as --ablation mask_ratio --values R ...",
+    )
+    p.add_argument("--ablation", choices=list(ABLATIONS), default=d.ablation, help="the setting to vary")
+    p.add_argument("--values", nargs="+", metavar="V", help="its values")
+    p.add_argument("--output-dir", default=d.output_dir)
+    p.add_argument("--data", default=d.data)
+    p.add_argument("--data-root", default=d.data_root)
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument(
+        "--pretrain",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="pretraining settings, e.g. '{\"epochs\": 20}'",
+    )
+    p.add_argument("--linprobe", type=_json_object, default={}, metavar="JSON", help="linear-probe settings")
+    p.add_argument("--finetune", type=_json_object, default={}, metavar="JSON", help="fine-tuning settings")
+    p.add_argument("--stages", nargs="+", choices=("pretrain", "linprobe", "finetune"), default=list(d.stages))
+
+    def run(args: argparse.Namespace) -> int:
+        if args.ratios:
+            if args.values or args.ablation != "mask_ratio":
+                raise ConfigError("give either --ratios, or --ablation with --values")
+            values = tuple(args.ratios)
+        elif args.values:
+            values = tuple(parse_value(args.ablation, v) for v in args.values)
+        elif args.ablation == "mask_ratio":
+            values = d.values
+        else:
+            raise ConfigError(f"give the values of {args.ablation} to sweep with --values")
+        names = {f.name for f in fields(SweepConfig)}
+        settings = {k: v for k, v in vars(args).items() if k in names and k != "values"}
+        settings["stages"] = tuple(settings["stages"])
+        results = sweep(SweepConfig(**settings, values=values))
+        for value, entry in results["runs"].items():
+            scores = ", ".join(
+                f"{stage} top-1 {entry[stage]['top1']:.2f}%" for stage in ("linprobe", "finetune") if stage in entry
+            )
+            print(
+                f"{results['ablation']}={value}: pretrain loss {entry['pretrain']['final_loss']:.4f}"
+                + (f", {scores}" if scores else "")
+            )
+        print(f"results: {Path(args.output_dir) / 'results.json'}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_bench(sub) -> None:
+    d = Table2Config()
+    p = _command(
+        sub, "bench", "time pretraining steps: the paper's Table 2, asymmetric encoder vs mask tokens in the encoder"
+    )
+    p.add_argument("--suite", choices=("table2",), default="table2")
+    p.add_argument("--model", choices=list(MODEL_CONFIGS), default=d.model)
+    p.add_argument(
+        "--model-overrides",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="e.g. a narrower model for a quick check",
+    )
+    p.add_argument("--decoder-depths", type=int, nargs="+", default=list(d.decoder_depths))
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--steps", type=int, default=d.steps, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
+    p.add_argument("--mask-ratio", type=float, default=d.mask_ratio)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--amp", choices=AMP_MODES, default=d.amp)
+    p.add_argument("--output", default="runs/bench/table2.json", help="where the JSON results go")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
+            raise ConfigError("batch size and steps must be at least 1, warmup at least 0")
+        names = {f.name for f in fields(Table2Config)}
+        values = {k: v for k, v in vars(args).items() if k in names}
+        values["decoder_depths"] = tuple(values["decoder_depths"])
+        results = run_table2(Table2Config(**values), args.output)
+        print(table2_text(results))
+        print(f"results: {args.output}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _runner(config_class, job: Callable, report: Callable) -> Callable[[argparse.Namespace], int]:
     names = {f.name for f in fields(config_class)}
 
@@ -358,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "partial-finetune", "fine-tune only the last k blocks (or the last block's MLP) and the head", partial=True
     )
     _add_evaluate(sub)
+    _add_sweep(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -1,0 +1,139 @@
+"""Timing pretraining steps: ``python -m mae_course bench``.
+
+The ``table2`` suite measures the paper's Table 2 claim on your own hardware: the time of a full
+pretraining step (forward, backward, AdamW update) of the asymmetric encoder, which sees only the
+visible patches, against the "encoder with mask tokens" baseline, which sees them all, for decoder
+depths 8 and 1, in the same run. It reports step times, images per second and the speed-up ratio,
+next to the ratio of the two FLOP counts (:mod:`mae_course.flops`). Results go to a JSON file with
+the hardware and software versions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .distributed import resolve_device
+from .flops import mae_flops
+from .optim import make_adamw
+from .provenance import git_commit, hardware
+from .registry import MODEL_CONFIGS, build_model
+from .training import autocast_for
+
+# The paper's measurements (Table 2: ViT-L, 800 epochs on 128 TPU-v3 cores, wall-clock hours).
+PAPER_TABLE2 = {
+    "ViT-L, encoder with mask tokens": 42.4,
+    "ViT-L, decoder depth 8": 15.4,
+    "ViT-L, decoder depth 1": 11.6,
+    "ViT-H, decoder depth 8": 34.5,
+    "ViT-H, decoder depth 1": 29.3,
+}
+PAPER_SPEEDUPS = {"ViT-L depth 8": 2.8, "ViT-L depth 1": 3.7, "ViT-H depth 8": 3.5, "ViT-H depth 1": 4.1}
+
+
+@dataclass
+class Table2Config:
+    model: str = "mae_vit_large_patch16"
+    decoder_depths: tuple[int, ...] = (8, 1)
+    batch_size: int = 2
+    steps: int = 3
+    warmup: int = 1
+    mask_ratio: float = 0.75
+    device: str = "auto"
+    amp: str = "auto"
+    model_overrides: dict[str, Any] | None = None  # e.g. a narrower model for a quick CPU check
+
+
+def step_seconds(
+    model: torch.nn.Module, imgs: torch.Tensor, steps: int, warmup: int, mask_ratio: float, amp: str
+) -> float:
+    """Mean seconds of one full training step (forward, backward, AdamW), after ``warmup`` steps."""
+    device = imgs.device
+    optimizer = make_adamw(model, lr=1e-4)
+    autocast, needs_scaler = autocast_for(device, amp)
+    scaler = torch.amp.GradScaler(device.type) if needs_scaler else None
+
+    def one_step() -> None:
+        with autocast():
+            loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def table2(cfg: Table2Config) -> dict[str, Any]:
+    """Asymmetric vs mask-token encoder, per decoder depth, timed in one run."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(0)
+    size = {**MODEL_CONFIGS[cfg.model], **(cfg.model_overrides or {})}["img_size"]
+    imgs = torch.randn(cfg.batch_size, 3, size, size, device=device)
+    rows = []
+    for depth in cfg.decoder_depths:
+        row: dict[str, Any] = {"decoder_depth": depth}
+        for variant, in_encoder in (("asymmetric", False), ("mask_tokens_in_encoder", True)):
+            model = build_model(
+                cfg.model, decoder_depth=depth, mask_token_in_encoder=in_encoder, **(cfg.model_overrides or {})
+            ).to(device)
+            seconds = step_seconds(model, imgs, cfg.steps, cfg.warmup, cfg.mask_ratio, cfg.amp)
+            flops = mae_flops(model.config, cfg.mask_ratio).train_step
+            row[variant] = {
+                "step_s": seconds,
+                "images_per_s": cfg.batch_size / seconds,
+                "gflops_per_image": flops / 1e9,
+            }
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        row["speedup"] = row["mask_tokens_in_encoder"]["step_s"] / row["asymmetric"]["step_s"]
+        row["flop_ratio"] = row["mask_tokens_in_encoder"]["gflops_per_image"] / row["asymmetric"]["gflops_per_image"]
+        rows.append(row)
+    return {
+        "suite": "table2",
+        "rows": rows,
+        "paper_speedups": PAPER_SPEEDUPS,
+        "settings": asdict(cfg),
+        "hardware": hardware(),
+        "git_commit": git_commit(),
+    }
+
+
+def table2_text(results: dict[str, Any]) -> str:
+    """A printable table of a table2 result."""
+    model = results["settings"]["model"]
+    lines = [f"{model}, batch {results['settings']['batch_size']}, on {results['hardware']['device']}",
+             f"{'decoder depth':>13} {'asymmetric':>14} {'with [M]':>14} {'speed-up':>9} {'FLOP ratio':>11}"]  # fmt: skip
+    for row in results["rows"]:
+        lines.append(
+            f"{row['decoder_depth']:>13} {row['asymmetric']['step_s'] * 1000:>11.0f} ms {row['mask_tokens_in_encoder']['step_s'] * 1000:>11.0f} ms "
+            f"{row['speedup']:>8.2f}x {row['flop_ratio']:>10.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def run_table2(cfg: Table2Config, output: str | None) -> dict[str, Any]:
+    results = table2(cfg)
+    if output:
+        path = Path(output).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -1,0 +1,218 @@
+"""Ablations as one resumable command: vary one pretraining setting, evaluate each result.
+
+    python -m mae_course sweep --ratios 0.1 0.25 0.4 0.5 0.6 0.75 0.9          # the paper's Figure 5
+    python -m mae_course sweep --ablation decoder_depth --values 1 2 4          # Table 1a
+    python -m mae_course sweep --ablation mask_token_in_encoder --values false true   # Table 1c
+
+For every value, everything else fixed: pretrain an MAE, linear-probe it, fine-tune it. Each stage
+runs in a folder of its own (``<output>/<setting>=<value>/{pretrain,linprobe,finetune}``), and a
+finished stage is never redone, so an interrupted sweep continues where it stopped (an interrupted
+pretraining resumes from its checkpoint). ``results.json`` collects the per-value metrics and wall
+times with the settings, the data, the hardware and the git commit; ``results.png`` plots them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .classify import METRICS, FinetuneConfig, LinprobeConfig, finetune, linprobe
+from .errors import ConfigError
+from .figures import CourseFigure
+from .pretrain import FINAL_MODEL, PretrainConfig, pretrain
+from .provenance import git_commit, hardware
+from .training import CHECKPOINT, save_figure
+
+RESULTS = "results.json"
+
+# setting -> (where it lives in the pretraining config, how a command-line value is read)
+ABLATIONS: dict[str, tuple[str, type]] = {
+    "mask_ratio": ("mask_ratio", float),  # Figure 5
+    "decoder_depth": ("model_overrides", int),  # Table 1a
+    "decoder_embed_dim": ("model_overrides", int),  # Table 1b (decoder width)
+    "mask_token_in_encoder": ("mask_token_in_encoder", bool),  # Table 1c
+    "norm_pix_loss": ("norm_pix_loss", bool),  # Table 1d
+    "augment": ("augment", str),  # Table 1e
+    "mask_sampling": ("mask_sampling", str),  # Table 1f
+}
+
+
+def parse_value(ablation: str, text: str) -> Any:
+    kind = ABLATIONS[ablation][1]
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{ablation} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{ablation} takes {kind.__name__} values, got {text!r}") from None
+
+
+@dataclass
+class SweepConfig:
+    """One ablation: which setting, which values, and the shared settings of every stage."""
+
+    output_dir: str = "runs/sweep"
+    ablation: str = "mask_ratio"
+    values: tuple[Any, ...] = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)
+    data: str = "builtin"
+    data_root: str | None = None
+    image_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    pretrain: dict[str, Any] = field(default_factory=dict)  # overrides of PretrainConfig
+    linprobe: dict[str, Any] = field(default_factory=dict)  # overrides of LinprobeConfig
+    finetune: dict[str, Any] = field(default_factory=dict)  # overrides of FinetuneConfig
+    stages: tuple[str, ...] = ("pretrain", "linprobe", "finetune")
+
+    def validate(self) -> None:
+        """Check every setting of every stage before any work (the stages' checkpoints do not exist yet)."""
+        if self.ablation not in ABLATIONS:
+            raise ConfigError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
+        if not self.values:
+            raise ConfigError("give at least one value to sweep")
+        if len({folder_name(self.ablation, v) for v in self.values}) != len(self.values):
+            raise ConfigError(f"the values repeat: {list(self.values)}")
+        if "pretrain" not in self.stages or set(self.stages) - {"pretrain", "linprobe", "finetune"}:
+            raise ConfigError("stages are pretrain (always) plus linprobe and/or finetune")
+        for value in self.values:
+            for stage, run_config in stage_configs(self, value).items():
+                (run_config if stage == "pretrain" else replace(run_config, checkpoint=None)).validate()
+
+
+def folder_name(ablation: str, value: Any) -> str:
+    return f"{ablation}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def stage_configs(cfg: SweepConfig, value: Any) -> dict[str, Any]:
+    """The three runs for one value of the swept setting."""
+    root = Path(cfg.output_dir) / folder_name(cfg.ablation, value)
+    common = dict(data=cfg.data, data_root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed, device=cfg.device)
+    settings = {**common, **cfg.pretrain}
+    key = ABLATIONS[cfg.ablation][0]
+    if key == "model_overrides":
+        settings["model_overrides"] = {**settings.get("model_overrides", {}), cfg.ablation: value}
+    else:
+        settings[key] = value
+    pre = PretrainConfig(**settings, output_dir=str(root / "pretrain"))
+    weights = str(root / "pretrain" / FINAL_MODEL)
+    configs: dict[str, Any] = {"pretrain": pre}
+    if "linprobe" in cfg.stages:
+        configs["linprobe"] = LinprobeConfig(
+            **{**common, **cfg.linprobe, "checkpoint": weights, "output_dir": str(root / "linprobe")}
+        )
+    if "finetune" in cfg.stages:
+        configs["finetune"] = FinetuneConfig(
+            **{**common, **cfg.finetune, "checkpoint": weights, "output_dir": str(root / "finetune")}
+        )
+    return configs
+
+
+def _done(stage: str, run_config: Any) -> bool:
+    folder = Path(run_config.output_dir)
+    return (folder / (FINAL_MODEL if stage == "pretrain" else METRICS)).exists()
+
+
+def sweep(cfg: SweepConfig) -> dict[str, Any]:
+    """Run every stage not finished yet, value by value; returns (and writes) the results."""
+    cfg.validate()
+    out = Path(cfg.output_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune}
+    for value in cfg.values:
+        for stage, run_config in stage_configs(cfg, value).items():
+            name = f"{folder_name(cfg.ablation, value)} {stage}"
+            if _done(stage, run_config):
+                print(f"{name}: done before, kept")
+                continue
+            if (Path(run_config.output_dir) / CHECKPOINT).exists():
+                run_config.resume = "auto"
+                print(f"{name}: resuming")
+            else:
+                run_config.overwrite = True
+                print(f"{name}: running")
+            started = time.perf_counter()
+            jobs[stage](run_config)
+            (Path(run_config.output_dir) / "stage_time.json").write_text(
+                json.dumps({"wall_time_s": time.perf_counter() - started}) + "\n"
+            )
+        collect(cfg)  # results.json grows value by value
+    return collect(cfg)
+
+
+def collect(cfg: SweepConfig) -> dict[str, Any]:
+    """Gather the finished stages into results.json and results.png."""
+    out = Path(cfg.output_dir).expanduser()
+    runs: dict[str, Any] = {}
+    for value in cfg.values:
+        entry: dict[str, Any] = {}
+        for stage, run_config in stage_configs(cfg, value).items():
+            folder = Path(run_config.output_dir)
+            if not _done(stage, run_config):
+                continue
+            timing = (
+                json.loads((folder / "stage_time.json").read_text()) if (folder / "stage_time.json").exists() else {}
+            )
+            if stage == "pretrain":
+                log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+                epochs = [r for r in log if "train_loss" in r]
+                entry["pretrain"] = {"final_loss": epochs[-1]["train_loss"], "epochs": len(epochs),
+                                     "train_time_s": sum(r["epoch_time_s"] for r in epochs), **timing}  # fmt: skip
+            else:
+                metrics = json.loads((folder / METRICS).read_text())
+                entry[stage] = {k: metrics[k] for k in ("top1", "top5", "best_top1", "epochs", "wall_time_s")}
+        if entry:
+            runs[str(value)] = entry
+    results = {
+        "ablation": cfg.ablation,
+        "values": [str(v) for v in cfg.values],
+        "runs": runs,
+        "settings": asdict(cfg),
+        "data": {"name": cfg.data, "image_size": cfg.image_size},
+        "hardware": hardware(),
+        "git_commit": git_commit(),
+    }
+    (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    if runs:
+        save_figure(sweep_figure(results), out / "results.png")
+    return results
+
+
+# The numbers the paper states for Figure 5 (ViT-L, ImageNet-1K top-1); the other points exist only as a plot.
+PAPER_FIGURE5 = {"finetune": {0.1: 83.2, 0.75: 84.9}, "linprobe": {0.1: 54.6, 0.75: 73.5}, "scratch": 82.5}
+
+
+def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFigure:
+    """Linear-probe and fine-tune accuracy against the swept value (Figure 5 for mask_ratio)."""
+    ablation, runs = results["ablation"], results["runs"]
+    values = [v for v in results["values"] if v in runs]
+    numeric = ablation == "mask_ratio"
+    xs = [float(v) for v in values] if numeric else list(range(len(values)))
+    fig = CourseFigure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, stage, title in zip(axes, ("finetune", "linprobe"), ("fine-tuning", "linear probing"), strict=True):
+        points = [(x, runs[v][stage]["top1"]) for x, v in zip(xs, values, strict=True) if stage in runs[v]]
+        if points:
+            ax.plot(*zip(*points, strict=True), "o-", label="measured (this course)")
+        ax.set(title=f"{title}: top-1 vs {ablation}", ylabel="top-1 accuracy (%)")
+        if numeric:
+            ax.set_xlabel("masking ratio")
+        else:
+            ax.set_xticks(xs, values)
+        if numeric and (paper if paper is not None else True):
+            twin = ax.twinx()
+            stated = PAPER_FIGURE5[stage]
+            twin.plot(list(stated), list(stated.values()), "s", color="C3", label="paper (ViT-L, ImageNet)")
+            if stage == "finetune":
+                twin.axhline(PAPER_FIGURE5["scratch"], color="C3", ls=":", lw=1, label="paper: from scratch")
+            twin.set_ylabel("paper's top-1 (%)", color="C3")
+            twin.legend(loc="lower right", fontsize=8)
+        if points:
+            ax.legend(loc="upper left", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {title} runs yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
+    return fig
