@@ -38,3 +38,19 @@ def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
         raise ValueError(f"pred has shape {tuple(pred.shape)} but target has {tuple(target.shape)}")
     per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)  # (N, L)
     return (per_patch * mask).sum() / mask.sum()
+
+
+def denormalize_patches(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Undo :func:`norm_pix_target` for predictions, using each *target* patch's statistics.
+
+    A model trained on normalized pixels predicts every patch without its mean and scale. To
+    draw the prediction, give it back the mean and ``sqrt(var + eps)`` (unbiased variance) of
+    the true patch at the same place: ``pred * sqrt(var + eps) + mean``.
+
+    Args:
+        pred: (N, L, p*p*C) predictions in normalized-pixel space.
+        target: (N, L, p*p*C) the true patches, in pixel space.
+    """
+    mean = target.mean(dim=-1, keepdim=True)
+    var = target.var(dim=-1, keepdim=True)
+    return pred * (var + eps) ** 0.5 + mean

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .figures import CourseFigure
-from .loss import norm_pix_target
+from .loss import denormalize_patches, norm_pix_target
 from .mae import MaskedAutoencoder
 from .patches import patchify, unpatchify
 from .transforms import denormalize
@@ -33,17 +33,28 @@ class Reconstruction:
 def predictions_to_pixels(model: MaskedAutoencoder, imgs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """(N, L, p*p*C) predictions -> (N, L, p*p*C) in the normalized-image space of ``imgs``.
 
-    A model trained with ``norm_pix_loss`` predicts each patch normalized by its own
-    mean and std; to draw it, those statistics are taken from the original patch (the
-    official visualisation does the same). That shows the predicted *structure*; the
-    brightness and contrast of removed patches then come from the original.
+    A model trained with ``norm_pix_loss`` predicts each patch normalized by its own mean and
+    std; to draw it, those statistics are taken from the original patch (the official
+    visualisation does the same). That shows the predicted *structure*; the brightness and
+    contrast of removed patches then come from the original.
     """
     if not model.norm_pix_loss:
         return pred
-    target = patchify(imgs, model.patch_size).float()
-    mean = target.mean(dim=-1, keepdim=True)
-    std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
-    return pred.float() * std + mean
+    return denormalize_patches(pred.float(), patchify(imgs, model.patch_size).float())
+
+
+def paste_visible(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The usual MAE output: the prediction where a patch was removed, the original elsewhere.
+
+    Args:
+        pred, target: (N, L, p*p*C) predicted and true patches (in the same space).
+        mask: (N, L) 1 for removed patches.
+
+    Returns:
+        (N, L, p*p*C) patches.
+    """
+    removed = mask.unsqueeze(-1).to(pred.dtype)
+    return pred * removed + target * (1 - removed)
 
 
 @torch.no_grad()
@@ -75,11 +86,10 @@ def reconstruct(
     else:
         error = ((pred.float() - target) ** 2).mean(-1)
 
-    keep = (1 - mask).unsqueeze(-1)  # (N, L, 1)
     grey = torch.zeros_like(target)  # 0 in normalized space = the dataset's mean colour
-    masked = unpatchify(target * keep + grey * (1 - keep), p, model.grid_size)
+    masked = unpatchify(paste_visible(grey, target, mask), p, model.grid_size)
     recon = unpatchify(pixels, p, model.grid_size)
-    pasted = unpatchify(target * keep + pixels * (1 - keep), p, model.grid_size)
+    pasted = unpatchify(paste_visible(pixels, target, mask), p, model.grid_size)
     return Reconstruction(
         original=denormalize(imgs.float()),
         masked=denormalize(masked),
