@@ -11,10 +11,13 @@ from einops import rearrange, repeat
 import mae_course as M
 from mae_course import checks as C
 from mae_course.classify import probe_head
+from mae_course.flops import block_flops
+from mae_course.loss import denormalize_patches
 from mae_course.optim import layer_decay_groups
 from mae_course.pretrain import train_step
 from mae_course.schedule import lr_at
 from mae_course.transformer import attention
+from mae_course.visualize import paste_visible
 
 # ---------------------------------------------------------------------------- patchify
 
@@ -307,6 +310,57 @@ def groups_with(exponent_shift=0, reverse=False, decay_everything=False, tokens_
     return fn
 
 
+# ---------------------------------------------------------------------------- lesson 06
+
+
+def paste_swapped(pred, target, mask):
+    m = mask.float().unsqueeze(-1)
+    return target * m + pred * (1 - m)
+
+
+def paste_nothing(pred, target, mask):
+    return pred
+
+
+def paste_bool_arithmetic(pred, target, mask):  # works for float masks only: 1 - bool fails
+    return pred * mask.unsqueeze(-1) + target * (~mask.bool()).unsqueeze(-1).float() * 0.5
+
+
+def denorm_biased(pred, target, eps=1e-6):
+    return pred * (target.var(-1, keepdim=True, unbiased=False) + eps) ** 0.5 + target.mean(-1, keepdim=True)
+
+
+def denorm_no_mean(pred, target, eps=1e-6):
+    return pred * (target.var(-1, keepdim=True) + eps) ** 0.5
+
+
+def denorm_own_stats(pred, target, eps=1e-6):
+    return pred * (pred.var(-1, keepdim=True) + eps) ** 0.5 + pred.mean(-1, keepdim=True)
+
+
+def denorm_normalizes(pred, target, eps=1e-6):
+    return (pred - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + eps) ** 0.5
+
+
+# ---------------------------------------------------------------------------- lesson 08
+
+
+def flops_without_attention(tokens, dim, mlp_ratio=4.0):
+    return (8 + 4 * mlp_ratio) * tokens * dim * dim
+
+
+def flops_as_multiply_adds(tokens, dim, mlp_ratio=4.0):
+    return (4 + 2 * mlp_ratio) * tokens * dim * dim + 2 * tokens * tokens * dim
+
+
+def flops_qkv_as_one_matrix(tokens, dim, mlp_ratio=4.0):
+    return (6 + 4 * mlp_ratio) * tokens * dim * dim + 4 * tokens * tokens * dim
+
+
+def flops_one_mlp_layer(tokens, dim, mlp_ratio=4.0):
+    return (8 + 2 * mlp_ratio) * tokens * dim * dim + 4 * tokens * tokens * dim
+
+
 # ---------------------------------------------------------------------------- the table
 
 MUTANTS = {
@@ -388,6 +442,23 @@ MUTANTS = {
         (groups_with(tokens_in_block0=True), r"belong with the patch embedding"),
         (groups_with(keep_frozen=True), r"frozen parameters"),
     ],
+    "check_paste_visible": [
+        (paste_swapped, r"roles are swapped"),
+        (paste_nothing, r"returned the prediction everywhere"),
+        (paste_bool_arithmetic, r"wrong patches"),
+    ],
+    "check_denormalize_patches": [
+        (denorm_biased, r"biased variance"),
+        (denorm_no_mean, r"forgets to add the patch's mean"),
+        (denorm_own_stats, r"statistics of the prediction"),
+        (denorm_normalizes, r"normalizes again"),
+    ],
+    "check_block_flops": [
+        (flops_without_attention, r"attention products are missing"),
+        (flops_as_multiply_adds, r"a multiply-add is 2 FLOPs"),
+        (flops_qkv_as_one_matrix, r"maps D to 3D"),
+        (flops_one_mlp_layer, r"MLP has two layers"),
+    ],
     "check_train_step": [
         (step_without_zero_grad, r"gradients pile up"),
         (step_without_update, r"call optimizer.step\(\)"),
@@ -410,6 +481,9 @@ REFERENCES = {
     "check_train_step": train_step,
     "check_probe_head": probe_head,
     "check_layer_decay_groups": layer_decay_groups,
+    "check_paste_visible": paste_visible,
+    "check_denormalize_patches": denormalize_patches,
+    "check_block_flops": block_flops,
 }
 
 

@@ -9,20 +9,25 @@ reference implementation:
 """
 
 from ._core import CheckFailed, not_implemented_message
+from .ablation import check_block_flops
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
 from .encoder import check_attention, check_sincos_pos_embed
 from .evaluation import check_layer_decay_groups, check_probe_head
 from .masking import check_random_masking
 from .patches import check_patchify, check_unpatchify
 from .training import check_lr_schedule, check_train_step
+from .visual import check_denormalize_patches, check_paste_visible
 
 __all__ = [
     "CheckFailed",
     "check_attention",
+    "check_block_flops",
+    "check_denormalize_patches",
     "check_layer_decay_groups",
     "check_lr_schedule",
     "check_masked_mse_loss",
     "check_norm_pix_target",
+    "check_paste_visible",
     "check_patchify",
     "check_probe_head",
     "check_random_masking",
