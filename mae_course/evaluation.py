@@ -27,7 +27,7 @@ from typing import Any
 from .classify import METRICS, FinetuneConfig, LinprobeConfig, finetune, linprobe
 from .errors import ConfigError
 from .figures import CourseFigure
-from .provenance import git_commit, hardware
+from .provenance import git_commit, started
 from .training import CHECKPOINT, save_figure
 
 RESULTS = "results.json"
@@ -91,7 +91,7 @@ def evaluate(cfg: EvaluationConfig, only: set[str] | None = None) -> dict[str, A
     """Make every planned run not made yet; returns (and writes) the collected results."""
     cfg.validate()
     out = Path(cfg.output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    started(out)  # record where the evaluation first started
     runs = planned_runs(cfg)
     for run_config in (c for _, c in runs.values()):
         run_config.validate()
@@ -127,8 +127,8 @@ def collect(cfg: EvaluationConfig) -> dict[str, Any]:
         "runs": results,
         "settings": asdict(cfg),
         "data": {"name": cfg.data, "image_size": cfg.image_size, "subset": cfg.subset, "val_subset": cfg.val_subset},
-        "hardware": hardware(),
-        "git_commit": git_commit(),
+        **started(out),  # hardware and commit of the first start
+        "collected_at_commit": git_commit(),
     }
     (out / RESULTS).write_text(json.dumps(summary, indent=2) + "\n")
     if results:

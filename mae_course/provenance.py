@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -41,3 +42,18 @@ def hardware() -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     return {"hardware": hardware(), "git_commit": git_commit()}
+
+
+def started(folder: Path) -> dict[str, Any]:
+    """The provenance of a long job's *first* start, kept in ``folder/started.json``.
+
+    A sweep or an evaluation may be resumed later, at another commit; what it reports is where
+    it started (and, by its results, what it collected). The first call writes the file.
+    """
+    path = Path(folder) / "started.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    record = provenance()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record

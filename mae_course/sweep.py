@@ -23,7 +23,7 @@ from .classify import METRICS, FinetuneConfig, LinprobeConfig, finetune, linprob
 from .errors import ConfigError
 from .figures import CourseFigure
 from .pretrain import FINAL_MODEL, PretrainConfig, pretrain
-from .provenance import git_commit, hardware
+from .provenance import git_commit, started
 from .training import CHECKPOINT, save_figure
 
 RESULTS = "results.json"
@@ -121,7 +121,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Run every stage not finished yet, value by value; returns (and writes) the results."""
     cfg.validate()
     out = Path(cfg.output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    started(out)  # record where the sweep first started
     jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune}
     for value in cfg.values:
         for stage, run_config in stage_configs(cfg, value).items():
@@ -135,10 +135,10 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             else:
                 run_config.overwrite = True
                 print(f"{name}: running")
-            started = time.perf_counter()
+            begin = time.perf_counter()
             jobs[stage](run_config)
             (Path(run_config.output_dir) / "stage_time.json").write_text(
-                json.dumps({"wall_time_s": time.perf_counter() - started}) + "\n"
+                json.dumps({"wall_time_s": time.perf_counter() - begin}) + "\n"
             )
         collect(cfg)  # results.json grows value by value
     return collect(cfg)
@@ -173,8 +173,8 @@ def collect(cfg: SweepConfig) -> dict[str, Any]:
         "runs": runs,
         "settings": asdict(cfg),
         "data": {"name": cfg.data, "image_size": cfg.image_size},
-        "hardware": hardware(),
-        "git_commit": git_commit(),
+        **started(out),  # hardware and commit of the first start
+        "collected_at_commit": git_commit(),
     }
     (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     if runs:

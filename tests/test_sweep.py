@@ -80,6 +80,7 @@ def test_a_sweep_resumes_without_redoing_finished_values(tmp_path, monkeypatch, 
         and entry["pretrain"]["epochs"] == 1
     )
     assert results["hardware"]["device"] and results["git_commit"] and results["data"]["name"] == "builtin"
+    assert json.loads((tmp_path / "started.json").read_text())["git_commit"] == results["git_commit"]
     assert (tmp_path / "results.png").exists()
 
 
