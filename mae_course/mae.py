@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from einops import repeat
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .loss import masked_mse_loss, norm_pix_target
 from .masking import SAMPLINGS, mask_noise, random_masking
@@ -93,6 +94,7 @@ class MaskedAutoencoder(nn.Module):
         self.norm_pix_loss = norm_pix_loss
         self.mask_token_in_encoder = mask_token_in_encoder
         self.mask_sampling = mask_sampling
+        self.grad_checkpointing = False  # a training setting, not part of the architecture: see set_grad_checkpointing
 
         # --- encoder ---
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
@@ -148,6 +150,26 @@ class MaskedAutoencoder(nn.Module):
         """The learned mask token, wherever this variant keeps it."""
         return self.encoder_mask_token if self.mask_token_in_encoder else self.mask_token
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every Transformer block, encoder and decoder.
+
+        A checkpointed block keeps only its input for the backward pass and recomputes its
+        inner activations (attention, the 4x-wide MLP) there: much less memory, for about one
+        more forward pass of compute. It is what lets ViT-H or large batches fit on a GPU.
+        The loss and the gradients are the same. A setting of this module, not a parameter:
+        the state_dict and the checkpoints do not change.
+        """
+        self.grad_checkpointing = enable
+
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """x (N, T, D) through each block in turn, checkpointed when training with gradient checkpointing."""
+        for block in blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
     # ------------------------------------------------------------------ stages
     def forward_encoder(
         self, imgs: torch.Tensor, mask_ratio: float = 0.75, noise: torch.Tensor | None = None
@@ -178,8 +200,7 @@ class MaskedAutoencoder(nn.Module):
             x = x_visible  # (N, K, D)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls.to(x.dtype), x], dim=1)
-        for block in self.blocks:
-            x = block(x)
+        x = self._run_blocks(self.blocks, x)
         return self.norm(x), mask, ids_restore
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
@@ -197,8 +218,7 @@ class MaskedAutoencoder(nn.Module):
             patches = unshuffle_with_mask_tokens(x[:, 1:], self.mask_token, ids_restore)
             x = torch.cat([x[:, :1], patches], dim=1)  # (N, 1 + L, D_dec)
         x = x + self.decoder_pos_embed.to(x.dtype)
-        for block in self.decoder_blocks:
-            x = block(x)
+        x = self._run_blocks(self.decoder_blocks, x)
         x = self.decoder_norm(x)
         return self.decoder_pred(x)[:, 1:]  # drop the cls token
 

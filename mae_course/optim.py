@@ -29,20 +29,43 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+
+
+def adamw_impl_flags(impl: str, device: torch.device) -> dict[str, bool]:
+    """The ``torch.optim.AdamW`` keyword arguments that select an implementation.
+
+    All three compute the same update (up to float rounding), only the speed differs:
+
+    * "for-loop": one small kernel per parameter tensor per operation (~10 per tensor);
+    * "foreach": the same operations on lists of tensors, a few launches for all of them;
+    * "fused": the whole update of all tensors in one kernel (CUDA, and the CPU since torch 2.4);
+      with a GradScaler it also unscales and skips steps inside the kernel, without a host sync.
+
+    "auto" is fused on CUDA and CPU (on a 2-core CPU, 4x faster than the for-loop for the mini
+    model), foreach elsewhere.
+    """
+    if impl not in OPTIMIZER_IMPLS:
+        raise ValueError(f"unknown optimizer implementation {impl!r}; choose one of {', '.join(OPTIMIZER_IMPLS)}")
+    if impl == "auto":
+        impl = "fused" if device.type in ("cuda", "cpu") else "foreach"
+    return {"fused": impl == "fused", "foreach": impl == "foreach"}
+
+
 def make_adamw(
     model: nn.Module,
     lr: float,
     weight_decay: float = 0.05,
     betas: tuple[float, float] = (0.9, 0.95),
-    fused: bool | None = None,
+    impl: str = "auto",
 ) -> torch.optim.AdamW:
     """AdamW with the pretraining recipe's betas (0.9, 0.95) and decay groups.
 
-    ``fused`` defaults to the fused CUDA kernel when the model is on a GPU.
+    ``impl`` picks the kernel (see :func:`adamw_impl_flags`): "auto", "fused", "foreach" or
+    "for-loop"; "auto" is fused on the model's device when it is a GPU or the CPU.
     """
-    if fused is None:
-        fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
+    flags = adamw_impl_flags(impl, next(model.parameters()).device)
+    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, **flags)
 
 
 def layer_id(name: str, num_layers: int) -> int:

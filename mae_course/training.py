@@ -69,8 +69,12 @@ class JsonLog:
 def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
     """Mixed precision for the forward pass: ``(context factory, needs a GradScaler)``.
 
-    "auto" is bf16 on GPUs that support it (no scaler needed), fp16 with a scaler on older
-    GPUs, and full precision on the CPU.
+    Under autocast, matrix products and convolutions run in 16 bits while reductions, norms and
+    the loss stay in float32; the weights and the optimizer stay in float32. "auto" is bf16 on
+    GPUs that support it (float32's range, so no loss scaler is needed), fp16 with a scaler on
+    older GPUs (fp16 gradients would underflow to 0 without one), and full precision on the CPU.
+    "bf16" and "fp16" work on the CPU too (``torch.autocast("cpu", ...)``): fast only on CPUs
+    with 16-bit units, but they let the tests check mixed precision without a GPU.
     """
     if amp not in AMP_MODES:
         raise ConfigError(f"unknown amp mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
@@ -79,7 +83,7 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextli
     if amp == "none":
         return contextlib.nullcontext, False
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), amp == "fp16" and device.type == "cuda"
+    return (lambda: torch.autocast(device.type, dtype=dtype)), amp == "fp16"
 
 
 def rng_state() -> dict[str, Any]:
