@@ -11,7 +11,6 @@ the hardware and software versions.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from .flops import mae_flops
 from .optim import make_adamw
 from .provenance import git_commit, hardware
 from .registry import MODEL_CONFIGS, build_model
-from .training import autocast_for
+from .step import make_train_step
+from .throughput import time_steps
 
 # The paper's measurements (Table 2: ViT-L, 800 epochs on 128 TPU-v3 cores, wall-clock hours).
 PAPER_TABLE2 = {
@@ -46,39 +46,25 @@ class Table2Config:
     mask_ratio: float = 0.75
     device: str = "auto"
     amp: str = "auto"
+    compile: bool = False
     model_overrides: dict[str, Any] | None = None  # e.g. a narrower model for a quick CPU check
 
 
 def step_seconds(
-    model: torch.nn.Module, imgs: torch.Tensor, steps: int, warmup: int, mask_ratio: float, amp: str
+    model: torch.nn.Module,
+    imgs: torch.Tensor,
+    steps: int,
+    warmup: int,
+    mask_ratio: float,
+    amp: str,
+    compile: bool = False,
 ) -> float:
-    """Mean seconds of one full training step (forward, backward, AdamW), after ``warmup`` steps."""
-    device = imgs.device
-    optimizer = make_adamw(model, lr=1e-4)
-    autocast, needs_scaler = autocast_for(device, amp)
-    scaler = torch.amp.GradScaler(device.type) if needs_scaler else None
+    """Mean seconds of one full training step (forward, backward, AdamW), after ``warmup`` steps.
 
-    def one_step() -> None:
-        with autocast():
-            loss, _, _ = model(imgs, mask_ratio=mask_ratio)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        one_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    The step is the trainer's own (:func:`mae_course.step.make_train_step`), with its AdamW.
+    """
+    step = make_train_step(model, make_adamw(model, lr=1e-4), amp=amp, compile=compile)
+    return time_steps(step, imgs, mask_ratio, steps, warmup)
 
 
 def table2(cfg: Table2Config) -> dict[str, Any]:
@@ -94,7 +80,7 @@ def table2(cfg: Table2Config) -> dict[str, Any]:
             model = build_model(
                 cfg.model, decoder_depth=depth, mask_token_in_encoder=in_encoder, **(cfg.model_overrides or {})
             ).to(device)
-            seconds = step_seconds(model, imgs, cfg.steps, cfg.warmup, cfg.mask_ratio, cfg.amp)
+            seconds = step_seconds(model, imgs, cfg.steps, cfg.warmup, cfg.mask_ratio, cfg.amp, cfg.compile)
             flops = mae_flops(model.config, cfg.mask_ratio).train_step
             row[variant] = {
                 "step_s": seconds,

@@ -26,10 +26,13 @@ from .bench import Table2Config, run_table2, table2_text
 from .classify import FinetuneConfig, LinprobeConfig, finetune, linprobe
 from .errors import ConfigError, MAECourseError
 from .evaluation import EvaluationConfig, evaluate
+from .gpu_data import PIPELINES
 from .masking import SAMPLINGS
-from .pretrain import AMP_MODES, PretrainConfig, pretrain
+from .prepare import PrepareConfig, prepare, summary_text
+from .pretrain import AMP_MODES, OPTIMIZER_IMPLS, PretrainConfig, pretrain
 from .registry import MODEL_CONFIGS
 from .sweep import ABLATIONS, SweepConfig, parse_value, sweep
+from .throughput import IMPLEMENTATIONS, ThroughputConfig, run_throughput, throughput_text
 from .transforms import AUGMENTATIONS
 from .vit import POOLINGS
 
@@ -185,6 +188,34 @@ def _add_pretrain(sub) -> None:
         "--check-grad-sync",
         action="store_true",
         help="debugging torchrun: check every step that all processes hold the same gradients (logs grad_sync_max_diff)",
+    )
+    g = p.add_argument_group("speed (each option gives the same losses, up to rounding; see also --amp)")
+    g.add_argument(
+        "--optimizer-impl",
+        choices=OPTIMIZER_IMPLS,
+        default=d.optimizer_impl,
+        help="AdamW kernel: auto = fused on GPU and CPU, foreach elsewhere",
+    )
+    g.add_argument(
+        "--compile", action="store_true", help="torch.compile the model: a slow first step (compiling), faster after"
+    )
+    g.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in the backward pass: less activation memory (ViT-H, big batches), ~30%% more compute",
+    )
+    g.add_argument(
+        "--data-pipeline",
+        choices=PIPELINES,
+        default=d.data_pipeline,
+        help="cpu: workers decode and augment; gpu: workers only read the files, the GPU decodes the JPEGs and "
+        "augments (ImageFolder data); auto: gpu on CUDA with an ImageFolder, else cpu",
+    )
+    g.add_argument(
+        "--bucket-cap-mb",
+        type=float,
+        default=d.bucket_cap_mb,
+        help="under torchrun: DDP all-reduces the gradients in buckets of this many MB (torch's default)",
     )
     p.set_defaults(func=_runner(PretrainConfig, pretrain, _report_pretrain))
 
@@ -385,37 +416,100 @@ def _add_sweep(sub) -> None:
 
 
 def _add_bench(sub) -> None:
-    d = Table2Config()
+    d, t = Table2Config(), ThroughputConfig()
     p = _command(
-        sub, "bench", "time pretraining steps: the paper's Table 2, asymmetric encoder vs mask tokens in the encoder"
+        sub,
+        "bench",
+        "time pretraining steps: Table 2 (asymmetric encoder vs mask tokens), or model throughput and MFU against a peer",
     )
-    p.add_argument("--suite", choices=("table2",), default="table2")
-    p.add_argument("--model", choices=list(MODEL_CONFIGS), default=d.model)
     p.add_argument(
-        "--model-overrides",
-        type=_json_object,
-        default=None,
-        metavar="JSON",
-        help="e.g. a narrower model for a quick check",
+        "--suite",
+        choices=("table2", "model"),
+        default="table2",
+        help="table2: the asymmetric encoder against the encoder with mask tokens, per decoder depth; "
+        "model: images/s, step time, MFU and memory of the fast path, the plain path and the peer "
+        "(transformers' ViTMAEForPreTraining), per model and batch size",
     )
-    p.add_argument("--decoder-depths", type=int, nargs="+", default=list(d.decoder_depths))
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--steps", type=int, default=d.steps, help="timed steps per variant")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
+    p.add_argument("--models", "--model", nargs="+", choices=list(MODEL_CONFIGS), default=None,
+                   help=f"table2: one model (default {d.model}); model: several (default {' '.join(t.models)})")  # fmt: skip
+    p.add_argument("--model-overrides", type=_json_object, default=None, metavar="JSON",
+                   help="e.g. a narrower model for a quick check")  # fmt: skip
+    p.add_argument("--batch-sizes", "--batch-size", nargs="+", type=int, default=None,
+                   help=f"table2: one (default {d.batch_size}); model: several (default {' '.join(map(str, t.batch_sizes))})")  # fmt: skip
+    p.add_argument(
+        "--steps", type=int, default=None, help=f"timed steps per measurement (default {d.steps} / {t.steps})"
+    )
+    p.add_argument("--warmup", type=int, default=None, help=f"untimed steps first (default {d.warmup} / {t.warmup})")
     p.add_argument("--mask-ratio", type=float, default=d.mask_ratio)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--amp", choices=AMP_MODES, default=d.amp)
-    p.add_argument("--output", default="runs/bench/table2.json", help="where the JSON results go")
+    g = p.add_argument_group("table2 suite")
+    g.add_argument("--decoder-depths", type=int, nargs="+", default=list(d.decoder_depths))
+    g.add_argument("--amp", choices=AMP_MODES, default=d.amp)
+    g.add_argument("--compile", action="store_true", help="torch.compile both models (the fast path)")
+    g = p.add_argument_group("model suite")
+    g.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(t.implementations))
+    g.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's peak dense bf16 TFLOP/s for MFU (default: from the GPU's datasheet)")  # fmt: skip
+    p.add_argument("--output", default=None, help="where the JSON results go (default runs/bench/SUITE.json)")
 
     def run(args: argparse.Namespace) -> int:
-        if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-            raise ConfigError("batch size and steps must be at least 1, warmup at least 0")
-        names = {f.name for f in fields(Table2Config)}
-        values = {k: v for k, v in vars(args).items() if k in names}
-        values["decoder_depths"] = tuple(values["decoder_depths"])
-        results = run_table2(Table2Config(**values), args.output)
-        print(table2_text(results))
-        print(f"results: {args.output}")
+        output = args.output or f"runs/bench/{args.suite}.json"
+        if args.suite == "table2":
+            if (
+                args.models is not None
+                and len(args.models) != 1
+                or args.batch_sizes is not None
+                and len(args.batch_sizes) != 1
+            ):
+                raise ConfigError("the table2 suite takes one --model and one --batch-size")
+            cfg = Table2Config(
+                model=args.models[0] if args.models else d.model,
+                batch_size=args.batch_sizes[0] if args.batch_sizes else d.batch_size,
+                steps=d.steps if args.steps is None else args.steps,
+                warmup=d.warmup if args.warmup is None else args.warmup,
+                decoder_depths=tuple(args.decoder_depths), mask_ratio=args.mask_ratio, device=args.device,
+                amp=args.amp, compile=args.compile, model_overrides=args.model_overrides,
+            )  # fmt: skip
+            if cfg.batch_size < 1 or cfg.steps < 1 or cfg.warmup < 0:
+                raise ConfigError("batch size and steps must be at least 1, warmup at least 0")
+            results = run_table2(cfg, output)
+            print(table2_text(results))
+        else:
+            cfg = ThroughputConfig(
+                models=tuple(args.models or t.models), batch_sizes=tuple(args.batch_sizes or t.batch_sizes),
+                implementations=tuple(args.implementations), steps=t.steps if args.steps is None else args.steps,
+                warmup=t.warmup if args.warmup is None else args.warmup, mask_ratio=args.mask_ratio,
+                device=args.device, model_overrides=args.model_overrides, peak_tflops=args.peak_tflops,
+            )  # fmt: skip
+            results = run_throughput(cfg, output)
+            print(throughput_text(results))
+        print(f"results: {output}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_prepare(sub) -> None:
+    d = PrepareConfig(src="", dst="")
+    p = _command(
+        sub,
+        "prepare",
+        "write a pre-resized RGB JPEG copy of an image folder (e.g. ImageNet's train/ + val/) for faster pretraining; "
+        "rerun to continue an interrupted copy",
+    )
+    p.add_argument("src", help="the image folder to copy (any nesting of class folders)")
+    p.add_argument("dst", help="where the copy goes (same relative paths, JPEG files)")
+    p.add_argument("--short-side", type=int, default=d.short_side,
+                   help="shorter side of larger images after resizing; smaller images are never upscaled")  # fmt: skip
+    p.add_argument("--quality", type=int, default=d.quality,
+                   help="JPEG quality of re-encoded images (small RGB JPEGs are copied as they are)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=d.workers, help="processes; 0: in this one; None: one per CPU core")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="count unreadable files and list them in DST/prepare_report.json instead of stopping")  # fmt: skip
+
+    def run(args: argparse.Namespace) -> int:
+        cfg = PrepareConfig(args.src, args.dst, args.short_side, args.quality, args.workers, args.skip_bad_images)
+        print(summary_text(prepare(cfg)))
         return 0
 
     p.set_defaults(func=run)
@@ -463,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_sweep(sub)
     _add_bench(sub)
+    _add_prepare(sub)
     return parser
 
 

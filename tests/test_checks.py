@@ -14,6 +14,7 @@ from mae_course.classify import probe_head
 from mae_course.flops import block_flops
 from mae_course.loss import denormalize_patches
 from mae_course.optim import layer_decay_groups
+from mae_course.plan import batch_plan, pretraining_hours
 from mae_course.pretrain import train_step
 from mae_course.schedule import lr_at
 from mae_course.transformer import attention
@@ -363,6 +364,37 @@ def flops_one_mlp_layer(tokens, dim, mlp_ratio=4.0):
 
 # ---------------------------------------------------------------------------- the table
 
+# ---------------------------------------------------------------------------- batch_plan, pretraining_hours
+
+
+def plan_forgets_gpus(target, per_gpu, gpus, blr):
+    return target // per_gpu, blr * target / 256
+
+
+def plan_lr_from_one_gpu(target, per_gpu, gpus, blr):
+    return target // (per_gpu * gpus), blr * per_gpu / 256
+
+
+def plan_without_256(target, per_gpu, gpus, blr):
+    return target // (per_gpu * gpus), blr * target
+
+
+def plan_rounds_down(target, per_gpu, gpus, blr):
+    return target // (per_gpu * gpus), blr * target / 256  # never refuses an unreachable batch
+
+
+def hours_in_seconds(per_gpu, gpus, epochs, images, scaling):
+    return epochs * images / (per_gpu * gpus * scaling)
+
+
+def hours_one_gpu(per_gpu, gpus, epochs, images, scaling):
+    return epochs * images / (per_gpu * scaling) / 3600
+
+
+def hours_times_scaling(per_gpu, gpus, epochs, images, scaling):
+    return epochs * images / (per_gpu * gpus) * scaling / 3600
+
+
 MUTANTS = {
     "check_patchify": [
         (patchify_channel_first, r"ordered \(channel, row, column\); expected \(row, column, channel\)"),
@@ -459,6 +491,17 @@ MUTANTS = {
         (flops_qkv_as_one_matrix, r"maps D to 3D"),
         (flops_one_mlp_layer, r"MLP has two layers"),
     ],
+    "check_batch_plan": [
+        (plan_forgets_gpus, r"forgets the GPUs"),
+        (plan_lr_from_one_gpu, r"one GPU's batch"),
+        (plan_without_256, r"division by 256"),
+        (plan_rounds_down, r"raise ValueError"),
+    ],
+    "check_pretraining_hours": [
+        (hours_in_seconds, r"returns seconds"),
+        (hours_one_gpu, r"GPUs share the work"),
+        (hours_times_scaling, r"multiplies by the efficiency"),
+    ],
     "check_train_step": [
         (step_without_zero_grad, r"gradients pile up"),
         (step_without_update, r"call optimizer.step\(\)"),
@@ -484,6 +527,8 @@ REFERENCES = {
     "check_paste_visible": paste_visible,
     "check_denormalize_patches": denormalize_patches,
     "check_block_flops": block_flops,
+    "check_batch_plan": batch_plan,
+    "check_pretraining_hours": pretraining_hours,
 }
 
 

@@ -15,12 +15,14 @@ from .encoder import check_attention, check_sincos_pos_embed
 from .evaluation import check_layer_decay_groups, check_probe_head
 from .masking import check_random_masking
 from .patches import check_patchify, check_unpatchify
+from .scaling import check_batch_plan, check_pretraining_hours
 from .training import check_lr_schedule, check_train_step
 from .visual import check_denormalize_patches, check_paste_visible
 
 __all__ = [
     "CheckFailed",
     "check_attention",
+    "check_batch_plan",
     "check_block_flops",
     "check_denormalize_patches",
     "check_layer_decay_groups",
@@ -29,6 +31,7 @@ __all__ = [
     "check_norm_pix_target",
     "check_paste_visible",
     "check_patchify",
+    "check_pretraining_hours",
     "check_probe_head",
     "check_random_masking",
     "check_sincos_pos_embed",

@@ -1,0 +1,343 @@
+"""The GPU data pipeline, run on the CPU: a small ImageFolder of JPEGs (and one PNG) made here.
+
+The device code is the same on CPU and CUDA except the JPEG decoder (libjpeg-turbo here, nvjpeg
+on a GPU), so these tests check everything but nvjpeg's pixels.
+"""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, RandomResizedCrop, v2
+
+from mae_course import gpu_data
+from mae_course.datasets import open_rgb
+from mae_course.errors import ConfigError, DataError
+from mae_course.gpu_data import (
+    EncodedBatch,
+    EncodedImageFolder,
+    GpuPretrainTransform,
+    choose_pipeline,
+    collate_encoded,
+    decode_on_cpu,
+    device_batches,
+    encoded_dataset,
+    encoded_loader,
+    is_jpeg,
+)
+from mae_course.transforms import IMAGENET_MEAN, IMAGENET_STD, pretrain_transform
+
+SIZES = {"wide.JPEG": (500, 375), "tall.JPEG": (375, 500), "square.JPEG": (333, 333)}  # (width, height)
+MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def picture(width: int, height: int, seed: int) -> Image.Image:
+    """Smooth colour ramps with a few rectangles: structure that crops and flips change."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 23.0 + y / 31.0)], axis=-1)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, width // 2), rng.integers(0, height // 2)
+        rgb[y0 : y0 + height // 4, x0 : x0 + width // 3] = rng.integers(0, 256, 3)
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """root/{a,b}/: three JPEGs of ImageNet-like sizes and one PNG."""
+    root = tmp_path_factory.mktemp("images")
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir()
+        for k, (file, (w, h)) in enumerate(SIZES.items()):
+            picture(w, h, seed=10 * c + k).save(root / name / f"{name}_{file}", quality=90)
+    picture(300, 240, seed=99).save(root / "b" / "b_drawing.png")
+    return root
+
+
+@pytest.fixture
+def with_corrupt(folder, tmp_path):
+    """A copy of ``folder`` plus a file of random bytes named like a JPEG."""
+    root = tmp_path / "images"
+    for path in folder.rglob("*.*"):
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / path.parent.name / path.name).write_bytes(path.read_bytes())
+    bad = root / "a" / "a_broken.JPEG"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    return root, str(bad)
+
+
+def all_bytes(dataset):
+    return [dataset[i][0] for i in range(len(dataset))], [dataset.path(i) for i in range(len(dataset))]
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def test_items_are_file_bytes_with_label_and_index(folder):
+    dataset = EncodedImageFolder(folder)
+    assert len(dataset) == 7 and dataset.classes == ["a", "b"]
+    data, label, index = dataset[4]
+    assert data.dtype == torch.uint8 and data.dim() == 1 and index == 4 and label == 1
+    assert data.numel() == (folder / "b" / dataset.path(4).split("/")[-1]).stat().st_size
+
+    batch = collate_encoded([dataset[i] for i in (0, 5, 6)])
+    assert isinstance(batch, EncodedBatch) and len(batch.data) == 3
+    assert batch.labels.tolist() == [0, 1, 1] and batch.indices.tolist() == [0, 5, 6]
+    assert [d.numel() for d in batch.data] == [dataset[i][0].numel() for i in (0, 5, 6)]  # lengths differ
+
+
+def test_a_loader_with_workers_yields_encoded_batches(folder):
+    loader = encoded_loader(encoded_dataset(str(folder)), batch_size=4, num_workers=1)
+    batches = list(loader)
+    assert [len(b.data) for b in batches] == [4, 3]
+    assert all(isinstance(b, EncodedBatch) for b in batches)
+
+
+def test_batches_are_pinnable(folder, monkeypatch):
+    """DataLoader(pin_memory=True) pins each tensor of a batch and keeps its type (faked here: no GPU)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: pinned.append(self) or self)
+    dataset = EncodedImageFolder(folder)
+    batch = pin_memory(collate_encoded([dataset[i] for i in range(3)]))
+    assert isinstance(batch, EncodedBatch) and isinstance(batch.data, list) and len(pinned) == 3 + 2
+
+
+def test_encoded_dataset_uses_the_train_split(folder, tmp_path):
+    (tmp_path / "train").symlink_to(folder)
+    assert len(encoded_dataset(str(tmp_path), "pretrain")) == 7
+    with pytest.raises(DataError, match="not an existing folder"):
+        encoded_dataset(str(tmp_path / "nowhere"))
+
+
+# ---------------------------------------------------------------------------------------- decoding
+
+
+def test_output_shape_dtype_and_value_range(folder):
+    data, paths = all_bytes(EncodedImageFolder(folder))
+    images = GpuPretrainTransform(48)(data, "cpu", paths)
+    assert images.shape == (7, 3, 48, 48) and images.dtype == torch.float32 and images.device.type == "cpu"
+    pixels = images * STD + MEAN  # back to [0, 1]
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert pixels.std() > 0.1  # real pictures, not a constant
+
+
+def test_the_png_decodes_through_the_cpu_fallback(folder, monkeypatch):
+    png = folder / "b" / "b_drawing.png"
+    dataset = EncodedImageFolder(folder)
+    k = [dataset.path(i) for i in range(len(dataset))].index(str(png))
+    data, _, _ = dataset[k]
+    assert not is_jpeg(data) and is_jpeg(dataset[0][0])
+    expected = v2.functional.pil_to_tensor(open_rgb(str(png)))
+    assert torch.equal(decode_on_cpu(data), expected)
+
+    fallback_calls = []
+    monkeypatch.setattr(gpu_data, "decode_on_cpu", lambda d: fallback_calls.append(d) or decode_on_cpu(d))
+    batch = [dataset[0][0], data, dataset[1][0]]  # in a batch with JPEGs: order kept
+    images, kept = GpuPretrainTransform(32).decode(batch, "cpu")
+    assert len(fallback_calls) == 1 and fallback_calls[0] is data  # the JPEGs went through decode_jpeg
+    assert kept == [0, 1, 2] and torch.equal(images[1], expected)
+    for image, i in ((images[0], 0), (images[2], 1)):
+        width, height = Image.open(dataset.path(i)).size
+        assert image.shape == (3, height, width) and image.dtype == torch.uint8
+
+
+def test_a_corrupt_file_is_an_error_naming_it(with_corrupt):
+    root, bad = with_corrupt
+    data, paths = all_bytes(EncodedImageFolder(root))
+    with pytest.raises(DataError, match="a_broken.JPEG") as info:
+        GpuPretrainTransform(32)(data, "cpu", paths)
+    assert bad in str(info.value) and "--skip-bad-images" in str(info.value)
+
+
+def test_skipping_drops_counts_and_names_the_bad_file(with_corrupt, caplog):
+    root, bad = with_corrupt
+    dataset = EncodedImageFolder(root)
+    data, paths = all_bytes(dataset)
+    transform = GpuPretrainTransform(32, skip_bad_images=True)
+    with caplog.at_level(logging.WARNING, logger="mae_course.gpu_data"):
+        first = transform(data, "cpu", paths)
+        second = transform(data, "cpu", paths)
+    assert first.shape == second.shape == (len(dataset) - 1, 3, 32, 32)
+    assert transform.skipped == 2 and transform.bad_files == [bad]  # counted each time, warned once
+    warnings = [r.getMessage() for r in caplog.records if "skipped undecodable image" in r.getMessage()]
+    assert len(warnings) == 1 and bad in warnings[0]
+
+
+def test_a_truncated_jpeg_in_a_batch_is_found_one_by_one(folder, tmp_path, caplog):
+    good = EncodedImageFolder(folder)[0][0]
+    truncated = good[: good.numel() // 2].clone()  # still starts like a JPEG: fails the batched call
+    assert is_jpeg(truncated)
+    with pytest.raises(DataError, match="cut.JPEG"):
+        GpuPretrainTransform(32).decode([good, truncated, good], "cpu", ["ok.JPEG", "cut.JPEG", "ok2.JPEG"])
+    transform = GpuPretrainTransform(32, skip_bad_images=True)
+    images, kept = transform.decode([good, truncated, good], "cpu", ["ok.JPEG", "cut.JPEG", "ok2.JPEG"])
+    assert kept == [0, 2] and len(images) == 2 and transform.bad_files == ["cut.JPEG"]
+    with pytest.raises(DataError, match="no image of a batch"):  # never an empty batch
+        transform.decode([truncated], "cpu", ["cut.JPEG"])
+
+
+def test_device_batches_keep_the_labels_of_the_kept_images(with_corrupt):
+    root, bad = with_corrupt
+    dataset = EncodedImageFolder(root, skip_bad_images=True)
+    transform = GpuPretrainTransform(32, skip_bad_images=True)
+    seen = list(device_batches(encoded_loader(dataset, batch_size=8), transform, "cpu"))
+    (images, labels), = seen  # fmt: skip
+    good_labels = [label for path, label in dataset.samples if path != bad]
+    assert images.shape == (7, 3, 32, 32) and labels.tolist() == good_labels and transform.skipped == 1
+
+
+# ---------------------------------------------------------------------------------------- augmenting
+
+
+def square_crop_mean_area(low: float = 0.2, ratio: float = 4 / 3) -> float:
+    """The expected crop area fraction on a square image, ignoring rounding to whole pixels.
+
+    get_params draws s ~ U(low, 1) and u = log r ~ U(-L, L), L = log(ratio), and keeps the box iff it
+    fits: s * exp(|u|) <= 1 (else it draws again; 10 failures, with odds ~1e-8, give the whole
+    image). So E[s | kept] = int_0^L (exp(-2u) - low^2) / 2 du / int_0^L (exp(-u) - low) du: 0.538,
+    not the naive 0.6: large crops of unequal sides do not fit and are redrawn."""
+    L = math.log(ratio)
+    return ((1 - math.exp(-2 * L)) / 4 - low**2 * L / 2) / (1 - math.exp(-L) - low * L)
+
+
+def test_crop_boxes_follow_torchvision_sampler():
+    """Area fractions in [0.2, 1], aspect ratios in [3/4, 4/3] (up to rounding to whole pixels), and
+    the mean area equal to torchvision's get_params drawn directly, within 5 standard errors of the
+    difference (and, for a square, to the value worked out by hand)."""
+    transform = GpuPretrainTransform(224)
+    draws = 3000
+    for width, height in [*SIZES.values(), (600, 150)]:
+        shape = torch.empty((), dtype=torch.uint8).expand(3, height, width)  # only the shape is read
+        params = transform.sample_params([shape] * draws, torch.Generator().manual_seed(1))
+        area = torch.tensor([p.height * p.width / (height * width) for p in params])
+        smallest_side = min(min(p.height, p.width) for p in params)
+        slack = 1 / smallest_side  # rounding each side to a whole pixel moves the area by < 1/side
+        assert area.min() >= 0.2 * (1 - slack) and area.max() <= 1.0
+        assert all(0 <= p.top <= height - p.height and 0 <= p.left <= width - p.width for p in params)
+        for p in params:  # the unrounded ratio lies in [(w - .5) / (h + .5), (w + .5) / (h - .5)]
+            assert (p.width - 0.5) / (p.height + 0.5) <= 4 / 3 and (p.width + 0.5) / (p.height - 0.5) >= 3 / 4
+
+        torch.manual_seed(2)
+        direct = [RandomResizedCrop.get_params(shape, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(draws)]
+        reference = torch.tensor([h * w / (height * width) for _, _, h, w in direct])
+        se = math.sqrt(area.var() / draws + reference.var() / draws)
+        assert abs(area.mean() - reference.mean()) < 5 * se, (width, height, area.mean(), reference.mean())
+        if width == height:  # from first principles, see square_crop_mean_area
+            assert abs(area.mean() - square_crop_mean_area()) < 5 * math.sqrt(area.var() / draws)
+        flips = torch.tensor([p.flip for p in params], dtype=torch.float)
+        assert abs(flips.mean() - 0.5) < 5 * math.sqrt(0.25 / draws)
+
+
+def test_a_generator_makes_it_reproducible_and_leaves_the_global_one(folder):
+    data, paths = all_bytes(EncodedImageFolder(folder))
+    transform = GpuPretrainTransform(32)
+    state = torch.get_rng_state()
+    a = transform(data, "cpu", paths, generator=torch.Generator().manual_seed(5))
+    b = transform(data, "cpu", paths, generator=torch.Generator().manual_seed(5))
+    c = transform(data, "cpu", paths, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_same_seed_same_tensors_as_the_cpu_pipeline(folder):
+    """Both pipelines draw the same numbers in the same order and resize with the same torchvision
+    kernel; on the CPU both decode with libjpeg-turbo, so the tensors agree to float rounding. (On
+    a GPU, nvjpeg's pixels may differ from libjpeg-turbo's by a few grey levels.)"""
+    reference = pretrain_transform(40)
+    transform = GpuPretrainTransform(40)
+    dataset = EncodedImageFolder(folder)
+    for i in range(len(dataset)):
+        torch.manual_seed(100 + i)
+        expected = reference(open_rgb(dataset.path(i)))
+        torch.manual_seed(100 + i)
+        got = transform([dataset[i][0]], "cpu")[0]
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_whole_image_no_flip_nearly_matches_the_cpu_pipeline(folder):
+    """Crop scale (1, 1) and no flip: the whole image (or its central 3/4-4/3 part) resized. The
+    only differences allowed are interpolation rounding: half a grey level, 0.5 / 255 / std."""
+    size = 64
+    reference = v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=(1.0, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])  # fmt: skip
+    transform = GpuPretrainTransform(size, scale=(1.0, 1.0), flip_p=0.0)
+    dataset = EncodedImageFolder(folder)
+    tolerance = 0.5 / 255 / min(IMAGENET_STD) + 1e-6
+    for i in range(len(dataset)):
+        torch.manual_seed(i)
+        expected = reference(open_rgb(dataset.path(i)))
+        torch.manual_seed(i)
+        got = transform([dataset[i][0]], "cpu")[0]
+        assert (got - expected).abs().max() <= tolerance
+
+
+def test_same_distribution_as_the_cpu_pipeline(folder):
+    """Per-channel mean, std and sharpness of many augmented images, GPU path vs CPU path (other seeds).
+
+    Each statistic is averaged over ``rounds`` augmentations of every image in both paths; the
+    difference of the two averages has a standard error we estimate from the samples (pooled over
+    images, which overestimates it: a conservative test). We allow 5 of them. The sharpness (mean
+    horizontal difference) is what makes the test see the crop scale: a (0.08, 1) range fails it."""
+    size, rounds = 32, 100
+    dataset = EncodedImageFolder(folder)
+    data, paths = all_bytes(dataset)
+    pictures = [open_rgb(p) for p in paths]
+    reference = pretrain_transform(size)
+    transform = GpuPretrainTransform(size)
+
+    torch.manual_seed(0)
+    cpu = torch.stack([reference(img) for _ in range(rounds) for img in pictures])
+    gen = torch.Generator().manual_seed(12345)
+    gpu = torch.cat([transform(data, "cpu", paths, generator=gen) for _ in range(rounds)])
+    assert cpu.shape == gpu.shape
+
+    def sharpness(x):  # mean |horizontal difference|: smaller crops are magnified, hence smoother
+        return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(2, 3))
+
+    for stat in (lambda x: x.mean(dim=(2, 3)), lambda x: x.std(dim=(2, 3)), sharpness):
+        a, b = stat(cpu), stat(gpu)  # (samples, 3)
+        se = (a.var(dim=0) / len(a) + b.var(dim=0) / len(b)).sqrt()
+        assert ((a.mean(dim=0) - b.mean(dim=0)).abs() < 5 * se).all(), (a.mean(0), b.mean(0), se)
+
+
+def test_bilinear_is_an_option_and_bad_settings_are_config_errors(folder):
+    data, _ = all_bytes(EncodedImageFolder(folder))
+    torch.manual_seed(0)
+    bicubic = GpuPretrainTransform(32)(data[:2], "cpu")
+    torch.manual_seed(0)
+    bilinear = GpuPretrainTransform(32, interpolation="bilinear")(data[:2], "cpu")
+    assert bilinear.shape == bicubic.shape and not torch.equal(bilinear, bicubic)
+    assert (bilinear - bicubic).abs().mean() < 0.1  # the same crops, a slightly different kernel
+    for bad in (dict(interpolation="nearest"), dict(scale=(0.5, 0.2)), dict(flip_p=2.0), dict(size=0)):
+        with pytest.raises(ConfigError):
+            GpuPretrainTransform(**{"size": 32, **bad})
+
+
+# ---------------------------------------------------------------------------------------- choosing
+
+
+def test_choose_pipeline(folder):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert choose_pipeline("auto", cuda, str(folder)) == "gpu"
+    assert choose_pipeline("auto", "cuda:1", str(folder)) == "gpu"
+    assert choose_pipeline("auto", cpu, str(folder)) == "cpu"
+    assert choose_pipeline("auto", cuda, "cifar10") == "cpu"
+    assert choose_pipeline("auto", cuda, str(folder), augment="crop+jitter") == "cpu"
+    assert choose_pipeline("cpu", cuda, str(folder)) == "cpu"
+    assert choose_pipeline("gpu", cpu, str(folder)) == "gpu"
+    with pytest.raises(ConfigError, match="not an ImageFolder"):
+        choose_pipeline("gpu", cuda, "builtin")
+    with pytest.raises(ConfigError, match="only the 'crop'"):
+        choose_pipeline("gpu", cuda, str(folder), augment="none")
+    with pytest.raises(ConfigError, match="unknown data pipeline"):
+        choose_pipeline("fast", cuda, str(folder))
