@@ -24,6 +24,8 @@ from pathlib import Path
 
 from .bench import Table2Config, run_table2, table2_text
 from .classify import FinetuneConfig, LinprobeConfig, finetune, linprobe
+from .e2e_bench import PIPELINES as E2E_PIPELINES
+from .e2e_bench import EndToEndConfig, e2e_text, run_end_to_end
 from .errors import ConfigError, MAECourseError
 from .evaluation import EvaluationConfig, evaluate
 from .gpu_data import PIPELINES
@@ -424,11 +426,11 @@ def _add_bench(sub) -> None:
     )
     p.add_argument(
         "--suite",
-        choices=("table2", "model"),
+        choices=("table2", "model", "e2e"),
         default="table2",
         help="table2: the asymmetric encoder against the encoder with mask tokens, per decoder depth; "
         "model: images/s, step time, MFU and memory of the fast path, the plain path and the peer "
-        "(transformers' ViTMAEForPreTraining), per model and batch size",
+        "(transformers' ViTMAEForPreTraining), per model and batch size; e2e: whether the CPU or the GPU data pipeline keeps up with the model",
     )
     p.add_argument("--models", "--model", nargs="+", choices=list(MODEL_CONFIGS), default=None,
                    help=f"table2: one model (default {d.model}); model: several (default {' '.join(t.models)})")  # fmt: skip
@@ -442,14 +444,22 @@ def _add_bench(sub) -> None:
     p.add_argument("--warmup", type=int, default=None, help=f"untimed steps first (default {d.warmup} / {t.warmup})")
     p.add_argument("--mask-ratio", type=float, default=d.mask_ratio)
     p.add_argument("--device", default=d.device)
+    p.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="table2 and e2e suites")
+    p.add_argument("--compile", action="store_true", help="table2 and e2e suites: torch.compile the models (fast path)")
     g = p.add_argument_group("table2 suite")
     g.add_argument("--decoder-depths", type=int, nargs="+", default=list(d.decoder_depths))
-    g.add_argument("--amp", choices=AMP_MODES, default=d.amp)
-    g.add_argument("--compile", action="store_true", help="torch.compile both models (the fast path)")
     g = p.add_argument_group("model suite")
     g.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(t.implementations))
     g.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak dense bf16 TFLOP/s for MFU (default: from the GPU's datasheet)")  # fmt: skip
+    e = EndToEndConfig()
+    g = p.add_argument_group("e2e suite (one --model and one --batch-size)")
+    g.add_argument("--data", default=None, help="an ImageFolder of JPEGs (default: generate one)")
+    g.add_argument("--generate", type=int, default=e.generate, help="images to generate without --data")
+    g.add_argument("--generate-dir", default=e.generate_dir)
+    g.add_argument("--pipelines", nargs="+", choices=E2E_PIPELINES, default=list(e.pipelines))
+    g.add_argument("--image-size", type=int, default=e.image_size)
+    g.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: one per spare core)")
     p.add_argument("--output", default=None, help="where the JSON results go (default runs/bench/SUITE.json)")
 
     def run(args: argparse.Namespace) -> int:
@@ -474,6 +484,25 @@ def _add_bench(sub) -> None:
                 raise ConfigError("batch size and steps must be at least 1, warmup at least 0")
             results = run_table2(cfg, output)
             print(table2_text(results))
+        elif args.suite == "e2e":
+            if (
+                args.models is not None
+                and len(args.models) != 1
+                or args.batch_sizes is not None
+                and len(args.batch_sizes) != 1
+            ):
+                raise ConfigError("the e2e suite takes one --model and one --batch-size")
+            cfg = EndToEndConfig(
+                data=args.data, generate=args.generate, generate_dir=args.generate_dir,
+                model=args.models[0] if args.models else e.model,
+                image_size=args.image_size, batch_size=args.batch_sizes[0] if args.batch_sizes else e.batch_size,
+                pipelines=tuple(args.pipelines), steps=e.steps if args.steps is None else args.steps,
+                warmup=e.warmup if args.warmup is None else args.warmup, num_workers=args.num_workers,
+                mask_ratio=args.mask_ratio, amp=args.amp, compile=args.compile, device=args.device,
+                model_overrides=args.model_overrides,
+            )  # fmt: skip
+            results = run_end_to_end(cfg, output)
+            print(e2e_text(results))
         else:
             cfg = ThroughputConfig(
                 models=tuple(args.models or t.models), batch_sizes=tuple(args.batch_sizes or t.batch_sizes),

@@ -1,0 +1,35 @@
+"""The end-to-end benchmark: both pipelines measured against the model-only rate, in one run."""
+
+import json
+
+import pytest
+
+from mae_course.cli import main
+from mae_course.e2e_bench import EndToEndConfig, e2e_text, run_end_to_end
+
+TINY = {
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 16,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
+
+
+def test_both_pipelines_are_measured_against_the_model(tmp_path):
+    cfg = EndToEndConfig(generate=32, generate_dir=str(tmp_path / "jpegs"), model="mae_vit_mini_patch4_32",
+                         model_overrides=TINY, image_size=32, batch_size=8, steps=5, warmup=1, num_workers=0,
+                         device="cpu")  # fmt: skip
+    results = run_end_to_end(cfg, str(tmp_path / "e2e.json"))
+    assert json.loads((tmp_path / "e2e.json").read_text())["suite"] == "e2e"
+    assert results["data"]["images"] == 32 and len(list((tmp_path / "jpegs").rglob("*.JPEG"))) == 32
+    assert [row["pipeline"] for row in results["rows"]] == ["cpu", "gpu"]
+    for row in results["rows"]:
+        assert row["loader_images_per_s"] > row["training_images_per_s"] > 0
+        assert row["training_vs_model"] == pytest.approx(row["training_images_per_s"] / results["model_images_per_s"])
+    assert "of model-only" in e2e_text(results)
+
+
+def test_e2e_suite_refuses_several_models():
+    assert main(["bench", "--suite", "e2e", "--models", "mae_vit_base_patch16", "mae_vit_large_patch16"]) == 2
