@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 
 
 def git_commit() -> str:
@@ -32,9 +33,10 @@ def git_commit() -> str:
 
 def hardware() -> dict[str, Any]:
     """The accelerator (or CPU) PyTorch runs on, and the library versions."""
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__}
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "torchvision": torchvision.__version__}  # fmt: skip
     if torch.cuda.is_available():
-        info.update(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count())
+        info.update(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), cuda=torch.version.cuda)
     else:
         info.update(device=f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     return info

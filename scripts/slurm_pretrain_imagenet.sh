@@ -9,6 +9,9 @@
 # here 8 x 8 x 64 x 1 = 4096, the paper's, and the lr follows it (blr 1.5e-4 x 4096 / 256).
 # Only rank 0 writes the log and checkpoints. The job can be requeued: if the output folder
 # already holds a checkpoint, it resumes from it (model, optimizer, scaler, schedule, RNG).
+# Speed: bf16 autocast and fused AdamW are the defaults on GPUs; --compile compiles the model;
+# --data-pipeline auto decodes the JPEGs on the GPUs (prepare the data first with
+# `python -m mae_course prepare`, see lesson 09). Drop --compile if your torch cannot compile.
 #
 #SBATCH --job-name=mae-pretrain
 #SBATCH --nodes=8
@@ -54,5 +57,7 @@ srun torchrun \
     --epochs 800 \
     --warmup-epochs 40 \
     --num-workers 10 \
+    --data-pipeline auto \
+    --compile \
     --output-dir "$OUT" \
     "${resume[@]}"

@@ -18,7 +18,16 @@ from mae_course import checks  # noqa: E402
 
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 LESSONS = [p.name for p in SOLUTIONS]
-EXPECTED_LESSONS = ["00_welcome", "01_patches", "02_masking", "03_encoder", "04_decoder", "05_training"]
+EXPECTED_LESSONS = [
+    "00_welcome",
+    "01_patches",
+    "02_masking",
+    "03_encoder",
+    "04_decoder",
+    "05_training",
+    "06_seeing",
+    "09_scaling",
+]
 LOCAL_PATH = re.compile(r"(/work/|/home/|/root/|/Users/|/tmp/|[A-Z]:\\\\)")
 
 
