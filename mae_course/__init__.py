@@ -12,6 +12,8 @@ The reference implementation the lessons converge to. One concept per module:
     checkpoint   safe saving and loading, official checkpoints included
     data         the built-in shapes dataset and the shipped photos
     pretrain     the pretraining job behind `python -m mae_course pretrain`
+    step         the training step, plain or fast (bf16, fused AdamW, compile, checkpointing)
+    gpu_data     the GPU data pipeline: JPEGs decoded and augmented on the device
     checks       the automatic checks of the lessons' exercises
     figures      the lessons' figures (patch grids, masks, Figure 1 drawn)
     flops        FLOP counts from the architecture

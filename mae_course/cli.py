@@ -6,7 +6,9 @@
     partial-finetune    fine-tune only the last k blocks, or the MLP of the last block
     evaluate            all of the above for one checkpoint, plus the from-scratch and random baselines
     sweep               vary one pretraining setting (masking ratio, decoder depth, ...), evaluate each
-    bench               time pretraining steps (table2: the asymmetric encoder vs mask tokens in the encoder)
+    bench               time pretraining: table2 (asymmetric encoder vs mask tokens), model (images/s, MFU,
+                        against transformers' ViTMAE), e2e (can the CPU or GPU data pipeline feed the model?)
+    prepare             write a pre-resized JPEG copy of an image folder (e.g. ImageNet at shorter side 256)
 
 Every command runs unchanged under ``torchrun`` (one node or many). Errors about the user's
 input (a wrong path, a bad value, a size that does not fit) are printed as one line and exit
