@@ -62,3 +62,11 @@ def test_a_corrupt_file_stops_the_gpu_path_naming_it_or_is_skipped_and_counted(j
     epochs = [json.loads(line) for line in (tmp_path / "skip" / "log.jsonl").read_text().splitlines()]
     assert [r["skipped_images"] for r in epochs if "train_loss" in r] == [1]
     assert broken.name in caplog.text
+
+
+def test_the_generated_folder_does_not_depend_on_the_number_of_workers(tmp_path):
+    one = make_jpeg_folder(tmp_path / "one", images=70, classes=2, workers=0)
+    two = make_jpeg_folder(tmp_path / "two", images=70, classes=2, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.JPEG"))
+    assert len(files) == 70 and files == sorted(p.relative_to(two) for p in two.rglob("*.JPEG"))
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
