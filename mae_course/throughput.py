@@ -153,7 +153,7 @@ def measure(cfg: ThroughputConfig, name: str, implementation: str, batch: int, d
             row["mfu"] = row["achieved_tflops"] / peak
         if device.type == "cuda":
             row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         row["error"] = "out of memory"
     except Exception as e:  # noqa: BLE001 - one failed configuration must not lose the others
         row["error"] = f"{type(e).__name__}: {e}"
