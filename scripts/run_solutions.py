@@ -3,7 +3,8 @@
     python scripts/run_solutions.py            # every lesson
     python scripts/run_solutions.py 01 05      # some lessons
 
-Outputs are then made fit to commit: execution counts 1, 2, 3, ... of this one clean run
+Each lesson runs in a fresh, empty working folder, as a learner's first run would. Outputs are
+then made fit to commit: execution counts 1, 2, 3, ... of this one clean run
 (nbval compares the outputs of counted cells), no widget views or widget state (a progress
 bar's live view means nothing in a file), no absolute paths. Finally the exercise versions
 are regenerated. Run it after editing a lesson (make solutions).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +28,7 @@ ROOT = make_exercises.ROOT
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def normalize(nb) -> None:
+def normalize(nb, folder: str | None = None) -> None:
     """Strip what must not be committed: widget views and state, local paths; number the cells
     1, 2, 3, ... in order."""
     nb.metadata.pop("widgets", None)
@@ -47,20 +49,21 @@ def normalize(nb) -> None:
             kept.append(output)
         cell.outputs = kept
     text = nbformat.writes(nb)
-    for local in {str(ROOT), str(ROOT.resolve()), os.path.expanduser("~")}:
+    for local in {folder, str(ROOT), str(ROOT.resolve()), os.path.expanduser("~")} - {None}:
         text = text.replace(local, ".")
     nb.clear()
     nb.update(nbformat.reads(text, as_version=4))
 
 
 def run(path: Path) -> float:
+    """Execute a lesson top to bottom in a fresh, empty working folder (so that nothing left by an
+    earlier run, e.g. in runs/, changes what it prints), and keep its outputs."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(
-        nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    seconds = time.perf_counter() - start
-    normalize(nb)
+    with tempfile.TemporaryDirectory(prefix="lesson-") as folder:
+        NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": folder}}).execute()
+        seconds = time.perf_counter() - start
+        normalize(nb, folder)
     nbformat.write(nb, path)
     return seconds
 
