@@ -185,12 +185,21 @@ def throughput(cfg: ThroughputConfig, progress=print) -> dict[str, Any]:
         "suite": "model",
         "rows": rows,
         "peer": PEER,
+        "peer_version": _peer_version(),
         "peak_tflops": cfg.peak_tflops or peak_tflops(device),
         "mfu_formula": "images/s x train-step FLOPs per image (3 x forward, mae_course.flops) / peak dense bf16 FLOP/s",
         "settings": asdict(cfg),
         "hardware": hardware(),
         "git_commit": git_commit(),
     }
+
+
+def _peer_version() -> str | None:
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return f"transformers {transformers.__version__}"
 
 
 def row_text(row: dict[str, Any]) -> str:

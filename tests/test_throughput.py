@@ -38,6 +38,7 @@ def test_every_model_batch_and_implementation_is_measured(tmp_path):
         assert row["vs_peer"] > 0
     assert rows[1]["vs_peer"] == 1.0
     assert "peer" in throughput_text(results) and results["hardware"]["torch"] and results["git_commit"]
+    assert results["peer_version"].startswith("transformers ")
 
 
 def test_a_failing_configuration_is_recorded_not_fatal():
