@@ -10,9 +10,7 @@ the hardware and software versions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +18,7 @@ import torch
 from .distributed import resolve_device
 from .flops import mae_flops
 from .optim import make_adamw
-from .provenance import git_commit, hardware
+from .provenance import git_commit, hardware, write_results
 from .registry import MODEL_CONFIGS, build_model
 from .step import make_train_step
 from .throughput import time_steps
@@ -117,9 +115,4 @@ def table2_text(results: dict[str, Any]) -> str:
 
 
 def run_table2(cfg: Table2Config, output: str | None) -> dict[str, Any]:
-    results = table2(cfg)
-    if output:
-        path = Path(output).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return write_results(table2(cfg), output)

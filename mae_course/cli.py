@@ -466,14 +466,9 @@ def _add_bench(sub) -> None:
 
     def run(args: argparse.Namespace) -> int:
         output = args.output or f"runs/bench/{args.suite}.json"
+        if args.suite != "model" and any(v is not None and len(v) != 1 for v in (args.models, args.batch_sizes)):
+            raise ConfigError(f"the {args.suite} suite takes one --model and one --batch-size")
         if args.suite == "table2":
-            if (
-                args.models is not None
-                and len(args.models) != 1
-                or args.batch_sizes is not None
-                and len(args.batch_sizes) != 1
-            ):
-                raise ConfigError("the table2 suite takes one --model and one --batch-size")
             cfg = Table2Config(
                 model=args.models[0] if args.models else d.model,
                 batch_size=args.batch_sizes[0] if args.batch_sizes else d.batch_size,
@@ -487,13 +482,6 @@ def _add_bench(sub) -> None:
             results = run_table2(cfg, output)
             print(table2_text(results))
         elif args.suite == "e2e":
-            if (
-                args.models is not None
-                and len(args.models) != 1
-                or args.batch_sizes is not None
-                and len(args.batch_sizes) != 1
-            ):
-                raise ConfigError("the e2e suite takes one --model and one --batch-size")
             cfg = EndToEndConfig(
                 data=args.data, generate=args.generate, generate_dir=args.generate_dir,
                 model=args.models[0] if args.models else e.model,

@@ -143,13 +143,21 @@ def make_dataset(
         return BuiltinShapes("test" if split == "val" else "train", builtin_source_size(image_size), transform)
     if data in NAMED:
         return _torchvision(data, split, transform, Path(root or default_data_root()).expanduser(), download)
+    if not Path(data).expanduser().is_dir():
+        raise DataError(f"dataset not found: {data!r} is neither one of {', '.join(NAMED)} nor an existing folder")
+    return image_folder_split(data, split, lambda root: CheckedImageFolder(root, transform, skip_bad_images))
+
+
+def image_folder_split(data: str, split: str, make: Callable[[str], Dataset]) -> Dataset:
+    """``make(folder)`` for the ``split`` of an image-folder path: train/ for "pretrain" and "train",
+    val/ (or test/) for "val", the folder itself when it has no such sub-folder."""
     folder = Path(data).expanduser()
     if not folder.is_dir():
-        raise DataError(f"dataset not found: {data!r} is neither one of {', '.join(NAMED)} nor an existing folder")
+        raise DataError(f"dataset not found: {data!r} is not an existing folder")
     names = ("train",) if split in ("pretrain", "train") else ("val", "test")
     chosen = next((folder / n for n in names if (folder / n).is_dir()), folder)
     try:
-        return CheckedImageFolder(str(chosen), transform=transform, skip_bad_images=skip_bad_images)
+        return make(str(chosen))
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{chosen} is not an image folder (one sub-folder of images per class): {e}") from None
 

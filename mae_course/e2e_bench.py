@@ -16,11 +16,9 @@ ImageNet-format folder of JPEGs around 500x375 (:mod:`mae_course.data.jpeg_folde
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +30,7 @@ from .distributed import resolve_device
 from .errors import ConfigError
 from .gpu_data import GpuPretrainTransform, device_batches, encoded_dataset, encoded_loader
 from .optim import make_adamw
-from .provenance import git_commit, hardware
+from .provenance import git_commit, hardware, write_results
 from .registry import MODEL_CONFIGS, build_model
 from .step import make_train_step
 from .throughput import time_steps
@@ -145,9 +143,4 @@ def e2e_text(results: dict[str, Any]) -> str:
 
 
 def run_end_to_end(cfg: EndToEndConfig, output: str | None) -> dict[str, Any]:
-    results = end_to_end(cfg)
-    if output:
-        path = Path(output).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return write_results(end_to_end(cfg), output)

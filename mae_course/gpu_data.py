@@ -42,7 +42,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as F
 
-from .datasets import NAMED
+from .datasets import NAMED, image_folder_split
 from .errors import ConfigError, DataError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -127,15 +127,7 @@ def encoded_dataset(data: str, split: str = "pretrain", skip_bad_images: bool = 
     """The :class:`EncodedImageFolder` of an ImageFolder path's ``split``, chosen as
     :func:`mae_course.datasets.make_dataset` does: train/ for "pretrain" and "train", val/ (or
     test/) for "val", the folder itself when it has no such sub-folder."""
-    folder = Path(data).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"dataset not found: {data!r} is not an existing folder")
-    names = ("train",) if split in ("pretrain", "train") else ("val", "test")
-    chosen = next((folder / n for n in names if (folder / n).is_dir()), folder)
-    try:
-        return EncodedImageFolder(chosen, skip_bad_images=skip_bad_images)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"{chosen} is not an image folder (one sub-folder of images per class): {e}") from None
+    return image_folder_split(data, split, lambda root: EncodedImageFolder(root, skip_bad_images=skip_bad_images))
 
 
 class EncodedBatch(NamedTuple):

@@ -59,3 +59,12 @@ def started(folder: Path) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def write_results(results: dict[str, Any], output: str | None) -> dict[str, Any]:
+    """Write a benchmark's results as indented JSON to ``output`` (folders made as needed); returns them."""
+    if output:
+        path = Path(output).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -28,10 +28,8 @@ peak and MFU is left out unless ``peak_tflops`` is given.
 from __future__ import annotations
 
 import gc
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +39,7 @@ from .errors import ConfigError
 from .flops import mae_flops
 from .optim import make_adamw
 from .peer import PEER, build_peer
-from .provenance import git_commit, hardware
+from .provenance import git_commit, hardware, write_results
 from .registry import MODEL_CONFIGS, build_model
 from .step import make_train_step
 
@@ -222,9 +220,4 @@ def throughput_text(results: dict[str, Any]) -> str:
 
 def run_throughput(cfg: ThroughputConfig, output: str | None) -> dict[str, Any]:
     """:func:`throughput`, with the results written as JSON to ``output``."""
-    results = throughput(cfg)
-    if output:
-        path = Path(output).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return write_results(throughput(cfg), output)
