@@ -26,6 +26,8 @@ EXPECTED_LESSONS = [
     "04_decoder",
     "05_training",
     "06_seeing",
+    "07_evaluation",
+    "08_ablation",
     "09_scaling",
 ]
 LOCAL_PATH = re.compile(r"(/work/|/home/|/root/|/Users/|/tmp/|[A-Z]:\\\\)")
