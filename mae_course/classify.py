@@ -33,24 +33,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision.transforms import InterpolationMode, v2
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint, load_weights, state_dict_of
 from .datasets import BUILTIN, default_workers, make_dataset, num_classes, skipped_images
 from .distributed import Runtime, barrier, init_runtime, mean_across_ranks, shutdown
-from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .lars import LARS
 from .optim import layer_decay_groups
 from .registry import MODEL_CONFIGS
-from .schedule import lr_at, scaled_lr
+from .schedule import lr_at
 from .training import (
     AMP_MODES,
     CHECKPOINT,
     RESUMABLE,
     JsonLog,
     SkipFirst,
+    StepPlan,
     autocast_for,
     changed_settings,
     check_run_dir,
@@ -349,19 +350,14 @@ class ClassifierTrainer:
         self.num_workers = cfg.num_workers if cfg.num_workers is not None else default_workers(cfg.data)
         self.prepare_data()
 
-        self.sampler = DistributedSampler(
-            self.train_inputs, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        plan = StepPlan(self.train_inputs, rt.rank, rt.world_size, cfg.seed, cfg.batch_size, cfg.accum_iter,
+                        cfg.epochs, cfg.warmup, cfg.blr, cfg.lr, what="the training set")  # fmt: skip
+        self.sampler, self.steps_per_epoch, self.effective_batch = (
+            plan.sampler,
+            plan.steps_per_epoch,
+            plan.effective_batch,
         )
-        self.steps_per_epoch = len(self.sampler) // cfg.batch_size // cfg.accum_iter
-        self.effective_batch = cfg.batch_size * cfg.accum_iter * rt.world_size
-        if self.steps_per_epoch == 0:
-            raise DataError(
-                f"the training set has {len(self.train_inputs)} images, fewer than one effective batch of "
-                f"{self.effective_batch}; use a smaller --batch-size"
-            )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.warmup_steps = round(cfg.warmup * self.steps_per_epoch)
-        self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, self.effective_batch)
+        self.total_steps, self.warmup_steps, self.peak_lr = plan.total_steps, plan.warmup_steps, plan.peak_lr
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self.make_optimizer()
         self.ddp = (

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, load_checkpoint, load_weights
@@ -52,13 +52,13 @@ from .distributed import (
     mean_across_ranks,
     shutdown,
 )
-from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .gpu_data import PIPELINES, GpuPretrainTransform, choose_pipeline, collate_encoded, device_batches, encoded_dataset
 from .masking import SAMPLINGS, num_kept
 from .optim import OPTIMIZER_IMPLS, make_adamw
 from .provenance import provenance
 from .registry import MODEL_CONFIGS, build_model
-from .schedule import lr_at, scaled_lr
+from .schedule import lr_at
 from .step import make_train_step
 from .training import (
     AMP_MODES,
@@ -66,6 +66,7 @@ from .training import (
     RESUMABLE,
     JsonLog,
     SkipFirst,
+    StepPlan,
     changed_settings,
     check_run_dir,
     gather_rng,
@@ -254,19 +255,14 @@ class Pretrainer:
             )
         if cfg.subset is not None:
             self.dataset = Subset(self.dataset, range(min(cfg.subset, len(self.dataset))))
-        self.sampler = DistributedSampler(
-            self.dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        plan = StepPlan(self.dataset, rt.rank, rt.world_size, cfg.seed, cfg.batch_size, cfg.accum_iter, cfg.epochs,
+                        cfg.warmup_epochs, cfg.blr, cfg.lr)  # fmt: skip
+        self.sampler, self.steps_per_epoch, self.effective_batch = (
+            plan.sampler,
+            plan.steps_per_epoch,
+            plan.effective_batch,
         )
-        self.steps_per_epoch = len(self.sampler) // cfg.batch_size // cfg.accum_iter
-        self.effective_batch = cfg.batch_size * cfg.accum_iter * rt.world_size
-        if self.steps_per_epoch == 0:
-            raise DataError(
-                f"the dataset has {len(self.dataset)} images, fewer than one effective batch of {self.effective_batch} "
-                f"(batch {cfg.batch_size} x accum {cfg.accum_iter} x {rt.world_size} processes); use a smaller --batch-size"
-            )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, self.effective_batch)
+        self.total_steps, self.warmup_steps, self.peak_lr = plan.total_steps, plan.warmup_steps, plan.peak_lr
         self.optimizer = make_adamw(self.model, self.peak_lr, cfg.weight_decay, cfg.betas, impl=cfg.optimizer_impl)
         self.train_step = make_train_step(
             self.model, self.optimizer, amp=cfg.amp, compile=cfg.compile, grad_checkpointing=cfg.grad_checkpointing,

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .schedule import scaled_lr
 
 CHECKPOINT = "checkpoint-last.pth"
 AMP_MODES = ("auto", "bf16", "fp16", "none")
@@ -157,3 +158,27 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignored: set[st
     return [
         f"{k} {saved[k]} -> {now[k]}" for k in sorted(saved) if k not in ignored and k in now and saved[k] != now[k]
     ]
+
+
+class StepPlan:
+    """How a run walks its data: this process's sampler, and the step counts and peak lr that follow.
+
+    The effective batch is ``batch_size x accum_iter x processes``; the lr is ``lr`` when given, else
+    ``blr x effective batch / 256``. Too small a dataset for one effective batch is a DataError.
+    """
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int, seed: int, batch_size: int, accum_iter: int,
+                 epochs: int, warmup_epochs: float, blr: float, lr: float | None, what: str = "the dataset"):  # fmt: skip
+        self.sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.steps_per_epoch = len(self.sampler) // batch_size // accum_iter
+        self.effective_batch = batch_size * accum_iter * world_size
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"{what} has {len(dataset)} images, fewer than one effective batch of {self.effective_batch} "
+                f"(batch {batch_size} x accum {accum_iter} x {world_size} processes); use a smaller --batch-size"
+            )
+        self.total_steps = epochs * self.steps_per_epoch
+        self.warmup_steps = round(warmup_epochs * self.steps_per_epoch)
+        self.peak_lr = lr if lr is not None else scaled_lr(blr, self.effective_batch)

@@ -10,6 +10,28 @@ TINY = dict(
 )  # fmt: skip
 
 
+# The same small model as constructor overrides of a registry model (for configs and commands).
+TINY_OVERRIDES = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+
+
+@pytest.fixture
+def tiny_overrides():
+    return dict(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def mini_mae_checkpoint(tmp_path_factory):
+    """A course checkpoint of the mini MAE (untrained: the tests only need its weights and config)."""
+    from mae_course import build_model
+    from mae_course.checkpoint import atomic_save
+
+    torch.manual_seed(0)
+    model = build_model("mae_vit_mini_patch4_32")
+    path = tmp_path_factory.mktemp("ckpt") / "mae.pth"
+    atomic_save({"model": model.state_dict(), "config": {"model": model.config}}, path)
+    return path
+
+
 @pytest.fixture
 def tiny_model():
     from mae_course import MaskedAutoencoder

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mae_course import build_model
-from mae_course.checkpoint import atomic_save, load_checkpoint
+from mae_course.checkpoint import load_checkpoint
 from mae_course.classify import FinetuneConfig, LinprobeConfig, accuracy_counts, finetune, linprobe, probe_head
 from mae_course.cli import main
 from mae_course.errors import CheckpointError, ConfigError
@@ -14,14 +14,9 @@ from mae_course.training import set_lr
 FAST = dict(subset=256, val_subset=500, batch_size=64, epochs=2, warmup_epochs=0.5, log_every=1, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def mae_checkpoint(tmp_path_factory):
-    """A course checkpoint of the mini MAE (untrained: the tests only need its weights and config)."""
-    torch.manual_seed(0)
-    model = build_model("mae_vit_mini_patch4_32")
-    path = tmp_path_factory.mktemp("ckpt") / "mae.pth"
-    atomic_save({"model": model.state_dict(), "config": {"model": model.config}}, path)
-    return path
+@pytest.fixture
+def mae_checkpoint(mini_mae_checkpoint):
+    return mini_mae_checkpoint
 
 
 def test_probe_head_is_batchnorm_without_affine_then_linear():

@@ -7,19 +7,10 @@ import pytest
 from mae_course.cli import main
 from mae_course.e2e_bench import EndToEndConfig, e2e_text, run_end_to_end
 
-TINY = {
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 16,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
 
-
-def test_both_pipelines_are_measured_against_the_model(tmp_path):
+def test_both_pipelines_are_measured_against_the_model(tmp_path, tiny_overrides):
     cfg = EndToEndConfig(generate=32, generate_dir=str(tmp_path / "jpegs"), model="mae_vit_mini_patch4_32",
-                         model_overrides=TINY, image_size=32, batch_size=8, steps=5, warmup=1, num_workers=0,
+                         model_overrides=tiny_overrides, image_size=32, batch_size=8, steps=5, warmup=1, num_workers=0,
                          device="cpu")  # fmt: skip
     results = run_end_to_end(cfg, str(tmp_path / "e2e.json"))
     assert json.loads((tmp_path / "e2e.json").read_text())["suite"] == "e2e"

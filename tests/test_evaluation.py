@@ -3,8 +3,6 @@ import json
 import pytest
 import torch
 
-from mae_course import build_model
-from mae_course.checkpoint import atomic_save
 from mae_course.cli import main
 from mae_course.evaluation import EvaluationConfig, evaluate, planned_runs
 
@@ -12,13 +10,9 @@ QUICK = dict(subset=128, val_subset=200, device="cpu")
 ONE_EPOCH = {"epochs": 1, "batch_size": 64}
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("mae_vit_mini_patch4_32")
-    path = tmp_path_factory.mktemp("mae") / "mae.pth"
-    atomic_save({"model": model.state_dict(), "config": {"model": model.config}}, path)
-    return path
+@pytest.fixture
+def checkpoint(mini_mae_checkpoint):
+    return mini_mae_checkpoint
 
 
 def test_the_planned_runs():

@@ -10,24 +10,15 @@ from mae_course.data.jpeg_folder import make_jpeg_folder
 from mae_course.errors import DataError
 from mae_course.pretrain import PretrainConfig, pretrain
 
-TINY = {
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 16,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
-
 
 @pytest.fixture(scope="module")
 def jpegs(tmp_path_factory):
     return make_jpeg_folder(tmp_path_factory.mktemp("jpegs") / "imagenet", images=24, classes=3)
 
 
-def run(root: Path, out: Path, pipeline: str, **kw) -> list[float]:
+def run(root: Path, out: Path, pipeline: str, overrides: dict, **kw) -> list[float]:
     cfg = PretrainConfig(data=str(root), output_dir=str(out), data_pipeline=pipeline, image_size=32,
-                         model="mae_vit_mini_patch4_32", model_overrides=TINY, batch_size=8, epochs=1,
+                         model="mae_vit_mini_patch4_32", model_overrides=overrides, batch_size=8, epochs=1,
                          num_workers=0, log_every=1, vis_images=0, device="cpu", **kw)  # fmt: skip
     pretrain(cfg)
     return [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "step" in r]
@@ -42,23 +33,23 @@ def test_the_generated_folder_looks_like_imagenet(jpegs):
     assert all(400 <= max(s) <= 600 and abs(min(s) / max(s) - 0.75) < 0.01 for s in sizes)
 
 
-def test_gpu_and_cpu_pipelines_train_on_the_same_images(jpegs, tmp_path):
+def test_gpu_and_cpu_pipelines_train_on_the_same_images(jpegs, tmp_path, tiny_overrides):
     """Crop, flip and masking draws come in the same order from the same generator, so the losses agree."""
-    cpu = run(jpegs, tmp_path / "cpu", "cpu")
-    gpu = run(jpegs, tmp_path / "gpu", "gpu")
+    cpu = run(jpegs, tmp_path / "cpu", "cpu", tiny_overrides)
+    gpu = run(jpegs, tmp_path / "gpu", "gpu", tiny_overrides)
     assert len(cpu) == len(gpu) == 3
     assert gpu == pytest.approx(cpu, rel=1e-4)
 
 
-def test_a_corrupt_file_stops_the_gpu_path_naming_it_or_is_skipped_and_counted(jpegs, tmp_path, caplog):
+def test_a_corrupt_file_stops_the_gpu_path_naming_it_or_is_skipped_and_counted(jpegs, tmp_path, caplog, tiny_overrides):
     bad = tmp_path / "data"
     make_jpeg_folder(bad, images=24, classes=3)
     broken = sorted((bad / "train").glob("*/*.JPEG"))[5]
     broken.write_bytes(b"\xff\xd8\xff" + b"not a jpeg" * 50)
     with pytest.raises(DataError, match=broken.name):
-        run(bad, tmp_path / "stop", "gpu")
+        run(bad, tmp_path / "stop", "gpu", tiny_overrides)
     with caplog.at_level(logging.WARNING):
-        run(bad, tmp_path / "skip", "gpu", skip_bad_images=True)
+        run(bad, tmp_path / "skip", "gpu", tiny_overrides, skip_bad_images=True)
     epochs = [json.loads(line) for line in (tmp_path / "skip" / "log.jsonl").read_text().splitlines()]
     assert [r["skipped_images"] for r in epochs if "train_loss" in r] == [1]
     assert broken.name in caplog.text
