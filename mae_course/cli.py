@@ -146,12 +146,21 @@ def _encoder_args(p: argparse.ArgumentParser, d) -> None:
     )
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where its help already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "(default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
         help=help,
         description=help[0].upper() + help[1:] + ".",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
 
 

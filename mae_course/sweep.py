@@ -14,6 +14,7 @@ times with the settings, the data, the hardware and the git commit; ``results.pn
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,9 @@ from .provenance import git_commit, started
 from .training import CHECKPOINT, save_figure
 
 RESULTS = "results.json"
+SETTINGS = "sweep.json"
+# What must stay the same for finished stages to be kept; values, stages and device may change.
+FIXED = ("ablation", "data", "data_root", "image_size", "seed", "pretrain", "linprobe", "finetune")
 
 # setting -> (where it lives in the pretraining config, how a command-line value is read)
 ABLATIONS: dict[str, tuple[str, type]] = {
@@ -117,9 +121,44 @@ def _done(stage: str, run_config: Any) -> bool:
     return (folder / (FINAL_MODEL if stage == "pretrain" else METRICS)).exists()
 
 
+def fixed_settings(cfg: SweepConfig) -> dict[str, Any]:
+    """The settings that every run of one sweep shares, as JSON values (tuples become lists)."""
+    return json.loads(json.dumps({name: getattr(cfg, name) for name in FIXED}))
+
+
+def check_same_settings(cfg: SweepConfig) -> None:
+    """Refuse to continue a sweep under other settings: kept stages would silently mix two sweeps.
+
+    The settings are those of ``sweep.json`` (written at the first start) or, for a sweep written
+    before that file existed, of its ``results.json``. New values and stages may be added.
+    """
+    out = Path(cfg.output_dir).expanduser()
+    mine = fixed_settings(cfg)
+    for name in (SETTINGS, RESULTS):
+        if (out / name).exists():
+            recorded = json.loads((out / name).read_text())
+            theirs = {k: recorded["settings"][k] for k in FIXED} if name == RESULTS else recorded
+            break
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SETTINGS).write_text(json.dumps(mine, indent=2) + "\n")
+        return
+    changed = [
+        f"{k}: {json.dumps(theirs.get(k))} there, {json.dumps(mine[k])} now" for k in FIXED if theirs.get(k) != mine[k]
+    ]
+    if changed:
+        raise ConfigError(
+            f"{out} holds a sweep with other settings ({'; '.join(changed)}); its finished runs would be mixed "
+            "with new ones. Give the same settings to continue it, or another --output-dir"
+        )
+    if not (out / SETTINGS).exists():
+        (out / SETTINGS).write_text(json.dumps(mine, indent=2) + "\n")
+
+
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Run every stage not finished yet, value by value; returns (and writes) the results."""
     cfg.validate()
+    check_same_settings(cfg)
     out = Path(cfg.output_dir).expanduser()
     started(out)  # record where the sweep first started
     jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune}
@@ -129,7 +168,8 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             if _done(stage, run_config):
                 print(f"{name}: done before, kept")
                 continue
-            if (Path(run_config.output_dir) / CHECKPOINT).exists():
+            resumed = (Path(run_config.output_dir) / CHECKPOINT).exists()
+            if resumed:
                 run_config.resume = "auto"
                 print(f"{name}: resuming")
             else:
@@ -137,8 +177,9 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
                 print(f"{name}: running")
             begin = time.perf_counter()
             jobs[stage](run_config)
+            # a resumed stage's wall time is that of its last part only: say so
             (Path(run_config.output_dir) / "stage_time.json").write_text(
-                json.dumps({"wall_time_s": time.perf_counter() - begin}) + "\n"
+                json.dumps({"wall_time_s": time.perf_counter() - begin, "resumed": resumed}) + "\n"
             )
         collect(cfg)  # results.json grows value by value
     return collect(cfg)
@@ -160,8 +201,11 @@ def collect(cfg: SweepConfig) -> dict[str, Any]:
             if stage == "pretrain":
                 log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
                 epochs = [r for r in log if "train_loss" in r]
+                times = [r["epoch_time_s"] for r in epochs]
                 entry["pretrain"] = {"final_loss": epochs[-1]["train_loss"], "epochs": len(epochs),
-                                     "train_time_s": sum(r["epoch_time_s"] for r in epochs), **timing}  # fmt: skip
+                                     "train_time_s": sum(times), **timing,
+                                     # robust to an interrupted, resumed run or a busy machine for a while
+                                     "median_epoch_time_s": statistics.median(times)}  # fmt: skip
             else:
                 metrics = json.loads((folder / METRICS).read_text())
                 entry[stage] = {k: metrics[k] for k in ("top1", "top5", "best_top1", "epochs", "wall_time_s")}
@@ -185,6 +229,24 @@ def collect(cfg: SweepConfig) -> dict[str, Any]:
 # The numbers the paper states for Figure 5 (ViT-L, ImageNet-1K top-1); the other points exist only as a plot.
 PAPER_FIGURE5 = {"finetune": {0.1: 83.2, 0.75: 84.9}, "linprobe": {0.1: 54.6, 0.75: 73.5}, "scratch": 82.5}
 
+# The paper's Table 1 (ViT-L, 800 epochs, ImageNet-1K top-1): setting -> value -> (fine-tune, linear probe).
+# The paper's defaults are decoder depth 8, width 512, no mask tokens in the encoder, pixel target
+# (norm-pix in Table 3), random-size crop, random sampling; the default row is 84.9 / 73.5.
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
+    "decoder_depth": {"1": (84.8, 65.5), "2": (84.9, 70.0), "4": (84.9, 71.9), "8": (84.9, 73.5), "12": (84.4, 73.3)},
+    "decoder_embed_dim": {
+        "128": (84.9, 69.1),
+        "256": (84.8, 71.3),
+        "512": (84.9, 73.5),
+        "768": (84.4, 73.1),
+        "1024": (84.3, 73.1),
+    },
+    "mask_token_in_encoder": {"False": (84.9, 73.5), "True": (84.2, 59.6)},
+    "norm_pix_loss": {"False": (84.9, 73.5), "True": (85.4, 73.9)},
+    "augment": {"none": (84.0, 65.7), "fixed-crop": (84.7, 73.1), "crop": (84.9, 73.5), "crop+jitter": (84.3, 71.9)},
+    "mask_sampling": {"random": (84.9, 73.5), "block": (82.8, 63.9), "grid": (84.0, 66.0)},  # block at 75%
+}
+
 
 def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFigure:
     """Linear-probe and fine-tune accuracy against the swept value (Figure 5 for mask_ratio)."""
@@ -203,11 +265,13 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFi
             ax.set_xlabel("masking ratio")
         else:
             ax.set_xticks(xs, values)
-        if numeric and (paper if paper is not None else True):
+        stated = paper_points(ablation, stage, values) if numeric or ablation in PAPER_TABLE1 else {}
+        if stated and (paper if paper is not None else True):
             twin = ax.twinx()
-            stated = PAPER_FIGURE5[stage]
+            if not numeric:  # categories: plot at the positions of the measured values
+                stated = {xs[values.index(v)]: acc for v, acc in stated.items()}
             twin.plot(list(stated), list(stated.values()), "s", color="C3", label="paper (ViT-L, ImageNet)")
-            if stage == "finetune":
+            if numeric and stage == "finetune":
                 twin.axhline(PAPER_FIGURE5["scratch"], color="C3", ls=":", lw=1, label="paper: from scratch")
             twin.set_ylabel("paper's top-1 (%)", color="C3")
             twin.legend(loc="lower right", fontsize=8)
@@ -216,3 +280,12 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFi
         else:
             ax.text(0.5, 0.5, f"no {title} runs yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
     return fig
+
+
+def paper_points(ablation: str, stage: str, values: list[str]) -> dict[Any, float]:
+    """The paper's stated top-1 for ``stage`` ("finetune" or "linprobe") at those of ``values`` it reports."""
+    if ablation == "mask_ratio":
+        return dict(PAPER_FIGURE5[stage])
+    column = 0 if stage == "finetune" else 1
+    table = PAPER_TABLE1.get(ablation, {})
+    return {v: table[v][column] for v in values if v in table}

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -61,3 +62,14 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "mae_course pretrain: error: image size 30 is not divisible by the patch size 4 of mae_vit_mini_patch4_32; use a multiple of 4"
     ]
+
+
+@pytest.mark.parametrize(
+    "command", ["pretrain", "linprobe", "finetune", "partial-finetune", "evaluate", "sweep", "bench", "prepare"]
+)
+def test_help_states_each_default_once(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert not re.search(r"\(default[: ][^)]*\) \(default: ", text)  # a default in words, then argparse's own
+    assert "(default:" in text

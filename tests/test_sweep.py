@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 
 import pytest
 
 import mae_course.sweep as sweep_module
 from mae_course.cli import main
 from mae_course.errors import ConfigError
-from mae_course.sweep import SweepConfig, parse_value, stage_configs, sweep
+from mae_course.sweep import SweepConfig, parse_value, stage_configs, sweep, sweep_figure
 
 TINY_MODEL = {
     "embed_dim": 32,
@@ -79,6 +80,8 @@ def test_a_sweep_resumes_without_redoing_finished_values(tmp_path, monkeypatch, 
         and entry["finetune"]["wall_time_s"] > 0
         and entry["pretrain"]["epochs"] == 1
     )
+    assert entry["pretrain"]["median_epoch_time_s"] == pytest.approx(entry["pretrain"]["train_time_s"])  # one epoch
+    assert entry["pretrain"]["resumed"] is False
     assert results["hardware"]["device"] and results["git_commit"] and results["data"]["name"] == "builtin"
     assert json.loads((tmp_path / "started.json").read_text())["git_commit"] == results["git_commit"]
     assert (tmp_path / "results.png").exists()
@@ -102,3 +105,57 @@ def test_sweep_from_the_command_line(tmp_path, capsys):
     assert main([*args, "--ablation", "decoder_depth"]) == 2
     assert "give the values of decoder_depth" in capsys.readouterr().err
     assert main([*args, "--ratios", "0.5", "--ablation", "decoder_depth", "--values", "1"]) == 2
+
+
+def test_a_sweep_refuses_to_continue_under_other_settings(tmp_path, capsys):
+    cfg = SweepConfig(output_dir=str(tmp_path), values=(0.5,), stages=("pretrain",), **QUICK)
+    sweep(cfg)
+    assert json.loads((tmp_path / "sweep.json").read_text())["pretrain"]["epochs"] == 1
+    longer = replace(cfg, pretrain={**QUICK["pretrain"], "epochs": 2})
+    with pytest.raises(
+        ConfigError, match=r'holds a sweep with other settings \(pretrain: .*"epochs": 1.* there, .*"epochs": 2.* now\)'
+    ):
+        sweep(longer)
+    with pytest.raises(ConfigError, match="seed: 0 there, 1 now"):
+        sweep(replace(cfg, seed=1))
+    # more values and more stages continue the same sweep
+    capsys.readouterr()
+    results = sweep(replace(cfg, values=(0.5, 0.75)))
+    assert "mask_ratio=0.5 pretrain: done before, kept" in capsys.readouterr().out
+    assert sorted(results["runs"]) == ["0.5", "0.75"]
+
+
+def test_a_sweep_written_before_sweep_json_is_checked_against_its_results(tmp_path):
+    cfg = SweepConfig(output_dir=str(tmp_path), values=(0.5,), stages=("pretrain",), **QUICK)
+    sweep(cfg)
+    (tmp_path / "sweep.json").unlink()
+    with pytest.raises(ConfigError, match="image_size: 32 there, 64 now"):
+        sweep(replace(cfg, image_size=64))
+
+
+def _results(ablation, values):
+    runs = {v: {"linprobe": {"top1": 30.0 + i}, "finetune": {"top1": 40.0 + i}} for i, v in enumerate(values)}
+    return {"ablation": ablation, "values": values, "runs": runs}
+
+
+def _paper_line(fig, stage):
+    """(x, y) of the paper's points on the panel of ``stage`` (its twin axis)."""
+    title = "fine-tuning" if stage == "finetune" else "linear probing"
+    main_axis = next(ax for ax in fig.axes if ax.get_title().startswith(title))
+    twins = [ax for ax in fig.axes if ax is not main_axis and ax.bbox.bounds == main_axis.bbox.bounds]
+    if not twins:
+        return None
+    (line,) = [line for line in twins[0].lines if line.get_label().startswith("paper (")]
+    return list(line.get_xdata()), list(line.get_ydata())
+
+
+def test_the_figure_puts_the_papers_numbers_next_to_the_measured_ones():
+    depth = sweep_figure(_results("decoder_depth", ["1", "2", "4"]))
+    assert _paper_line(depth, "linprobe") == ([0, 1, 2], [65.5, 70.0, 71.9])  # Table 1a at the measured depths
+    assert _paper_line(depth, "finetune") == ([0, 1, 2], [84.8, 84.9, 84.9])
+    sampling = sweep_figure(_results("mask_sampling", ["grid", "random"]))
+    assert _paper_line(sampling, "linprobe") == ([0, 1], [66.0, 73.5])
+    ratios = sweep_figure(_results("mask_ratio", ["0.25", "0.75"]))
+    assert _paper_line(ratios, "linprobe") == ([0.1, 0.75], [54.6, 73.5])  # Figure 5's stated points
+    assert _paper_line(sweep_figure(_results("mask_ratio", ["0.75"]), paper=False), "linprobe") is None
+    assert _paper_line(sweep_figure(_results("decoder_depth", ["3"])), "linprobe") is None  # not in the paper
