@@ -275,11 +275,29 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFi
                 twin.axhline(PAPER_FIGURE5["scratch"], color="C3", ls=":", lw=1, label="paper: from scratch")
             twin.set_ylabel("paper's top-1 (%)", color="C3")
             twin.legend(loc="lower right", fontsize=8)
+            if points:
+                same_scale(ax, twin)
         if points:
             ax.legend(loc="upper left", fontsize=8)
         else:
             ax.text(0.5, 0.5, f"no {title} runs yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
     return fig
+
+
+def same_scale(*axes: Any, min_span: float = 6.0) -> None:
+    """Give the axes the same number of points per unit height, so that slopes compare honestly.
+
+    Each axis stays centred on its own data; the shared span fits the widest data (and at least
+    ``min_span`` points, so that a 0.1-point difference is not drawn as a cliff).
+    """
+    ranges = []
+    for ax in axes:
+        ys = [y for line in ax.lines for y in line.get_ydata()]
+        ranges.append((min(ys), max(ys)))
+    span = max(min_span, *(1.2 * (hi - lo) for lo, hi in ranges))
+    for ax, (lo, hi) in zip(axes, ranges, strict=True):
+        middle = (lo + hi) / 2
+        ax.set_ylim(middle - span / 2, middle + span / 2)
 
 
 def paper_points(ablation: str, stage: str, values: list[str]) -> dict[Any, float]:

@@ -159,3 +159,13 @@ def test_the_figure_puts_the_papers_numbers_next_to_the_measured_ones():
     assert _paper_line(ratios, "linprobe") == ([0.1, 0.75], [54.6, 73.5])  # Figure 5's stated points
     assert _paper_line(sweep_figure(_results("mask_ratio", ["0.75"]), paper=False), "linprobe") is None
     assert _paper_line(sweep_figure(_results("decoder_depth", ["3"])), "linprobe") is None  # not in the paper
+
+
+def test_measured_and_paper_axes_share_their_scale():
+    """A 0.1-point move in the paper must not look as steep as a 1-point move of ours."""
+    fig = sweep_figure(_results("decoder_depth", ["1", "2", "4"]))
+    main_axis = next(ax for ax in fig.axes if ax.get_title().startswith("fine-tuning"))
+    twin = next(ax for ax in fig.axes if ax is not main_axis and ax.bbox.bounds == main_axis.bbox.bounds)
+    spans = [ax.get_ylim()[1] - ax.get_ylim()[0] for ax in (main_axis, twin)]
+    assert spans[0] == pytest.approx(spans[1]) and spans[0] >= 6.0
+    assert twin.get_ylim()[0] < 84.8 and twin.get_ylim()[1] > 84.9
