@@ -37,7 +37,14 @@ def test_the_shipped_model_has_learned_to_reconstruct():
 
 def test_shipped_results_carry_their_provenance():
     paths = sorted((shipped_dir() / "results").glob("*.json"))
-    assert {p.stem for p in paths} >= {"evaluation", "figure5", "table2_cpu"}
+    assert {p.stem for p in paths} >= {
+        "evaluation",
+        "figure5",
+        "figure5_ft20",
+        "decoder_depth",
+        "mask_token",
+        "table2_cpu",
+    }
     for path in paths:
         results = json.loads(path.read_text())
         assert results["git_commit"] and results["hardware"]["device"] and results["hardware"]["torch"], path.name
@@ -56,10 +63,15 @@ def test_the_shipped_figure5_sweep_is_complete():
     assert sweep["settings"]["pretrain"]["epochs"] >= 20
 
 
-def test_the_shipped_table2_measurement_is_a_ratio_of_one_run():
-    table2 = json.loads(shipped_results("table2_cpu").read_text())
-    assert [row["decoder_depth"] for row in table2["rows"]] == [8, 1]
-    for row in table2["rows"]:
+def test_the_shipped_table2_measurements_are_ratios_of_one_run():
+    large, mini = (json.loads(shipped_results(name).read_text()) for name in ("table2_cpu", "table2_cpu_mini"))
+    assert [row["decoder_depth"] for row in large["rows"]] == [8, 1] and [
+        row["decoder_depth"] for row in mini["rows"]
+    ] == [2]
+    assert (
+        large["settings"]["model"] == "mae_vit_large_patch16" and mini["settings"]["model"] == "mae_vit_mini_patch4_32"
+    )
+    for row in large["rows"] + mini["rows"]:
         assert row["speedup"] == row["mask_tokens_in_encoder"]["step_s"] / row["asymmetric"]["step_s"] > 1
 
 
@@ -69,3 +81,43 @@ def test_the_shipped_evaluation_has_every_measure_and_baseline():
         evaluation["runs"]
     )
     assert all(run["wall_time_s"] > 0 for run in evaluation["runs"].values())
+
+
+def _same_schedule(sweep, reference):
+    return all(sweep["settings"][k] == reference["settings"][k] for k in ("pretrain", "linprobe", "finetune", "data"))
+
+
+def test_the_shipped_table1_ablations_vary_one_setting_of_the_figure5_run():
+    """Decoder depth 1/2/4 and mask tokens in the encoder, each with the Figure 5 sweep's settings at 75%."""
+    figure5 = json.loads(shipped_results("figure5").read_text())
+    depth = json.loads(shipped_results("decoder_depth").read_text())
+    tokens = json.loads(shipped_results("mask_token").read_text())
+    target = json.loads(shipped_results("norm_pix").read_text())
+    assert target["ablation"] == "norm_pix_loss" and list(target["runs"]) == ["True"]
+    assert depth["ablation"] == "decoder_depth" and sorted(depth["runs"], key=int) == ["1", "2", "4"]
+    assert tokens["ablation"] == "mask_token_in_encoder" and list(tokens["runs"]) == ["True"]
+    for sweep in (depth, tokens, target):
+        assert _same_schedule(sweep, figure5)
+        for run in sweep["runs"].values():
+            assert {"pretrain", "linprobe", "finetune"} <= set(run) and run["pretrain"]["epochs"] == 20
+            assert 0 < run["linprobe"]["top1"] <= 100 and run["pretrain"]["median_epoch_time_s"] > 0
+    # the default once more with another seed: another run, for the noise
+    seed1 = json.loads(shipped_results("seed1").read_text())
+    assert _same_schedule(seed1, figure5) and seed1["settings"]["seed"] == 1 and list(seed1["runs"]) == ["2"]
+    assert seed1["runs"]["2"]["pretrain"]["final_loss"] != figure5["runs"]["0.75"]["pretrain"]["final_loss"]
+    # the default (depth 2, no mask tokens, 75%) run again: training is deterministic, so it is the same run
+    default, again = figure5["runs"]["0.75"], depth["runs"]["2"]
+    assert again["pretrain"]["final_loss"] == default["pretrain"]["final_loss"]
+    assert again["linprobe"]["top1"] == default["linprobe"]["top1"]
+
+
+def test_the_shipped_longer_finetuning_reuses_the_figure5_pretrainings():
+    figure5 = json.loads(shipped_results("figure5").read_text())
+    longer = json.loads(shipped_results("figure5_ft20").read_text())
+    assert longer["settings"]["finetune"]["epochs"] == 20 and figure5["settings"]["finetune"]["epochs"] == 5
+    assert {k: v for k, v in longer["settings"]["finetune"].items() if k != "epochs"} == {
+        k: v for k, v in figure5["settings"]["finetune"].items() if k != "epochs"
+    }
+    for ratio, run in longer["runs"].items():
+        assert run["pretrain"]["final_loss"] == figure5["runs"][ratio]["pretrain"]["final_loss"]
+        assert run["finetune"]["epochs"] == 20
