@@ -134,24 +134,22 @@ def check_same_settings(cfg: SweepConfig) -> None:
     """
     out = Path(cfg.output_dir).expanduser()
     mine = fixed_settings(cfg)
-    for name in (SETTINGS, RESULTS):
-        if (out / name).exists():
-            recorded = json.loads((out / name).read_text())
-            theirs = {k: recorded["settings"][k] for k in FIXED} if name == RESULTS else recorded
-            break
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SETTINGS).write_text(json.dumps(mine, indent=2) + "\n")
-        return
-    changed = [
-        f"{k}: {json.dumps(theirs.get(k))} there, {json.dumps(mine[k])} now" for k in FIXED if theirs.get(k) != mine[k]
-    ]
-    if changed:
-        raise ConfigError(
-            f"{out} holds a sweep with other settings ({'; '.join(changed)}); its finished runs would be mixed "
-            "with new ones. Give the same settings to continue it, or another --output-dir"
-        )
+    recorded = next((out / name for name in (SETTINGS, RESULTS) if (out / name).exists()), None)
+    if recorded is not None:
+        saved = json.loads(recorded.read_text())
+        theirs = saved if recorded.name == SETTINGS else {k: saved["settings"][k] for k in FIXED}
+        changed = [
+            f"{k}: {json.dumps(theirs.get(k))} there, {json.dumps(mine[k])} now"
+            for k in FIXED
+            if theirs.get(k) != mine[k]
+        ]
+        if changed:
+            raise ConfigError(
+                f"{out} holds a sweep with other settings ({'; '.join(changed)}); its finished runs would be mixed "
+                "with new ones. Give the same settings to continue it, or another --output-dir"
+            )
     if not (out / SETTINGS).exists():
+        out.mkdir(parents=True, exist_ok=True)
         (out / SETTINGS).write_text(json.dumps(mine, indent=2) + "\n")
 
 
@@ -265,8 +263,8 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFi
             ax.set_xlabel("masking ratio")
         else:
             ax.set_xticks(xs, values)
-        stated = paper_points(ablation, stage, values) if numeric or ablation in PAPER_TABLE1 else {}
-        if stated and (paper if paper is not None else True):
+        stated = paper_points(ablation, stage, values)
+        if stated and paper is not False:
             twin = ax.twinx()
             if not numeric:  # categories: plot at the positions of the measured values
                 stated = {xs[values.index(v)]: acc for v, acc in stated.items()}

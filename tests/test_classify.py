@@ -14,11 +14,6 @@ from mae_course.training import set_lr
 FAST = dict(subset=256, val_subset=500, batch_size=64, epochs=2, warmup_epochs=0.5, log_every=1, device="cpu")
 
 
-@pytest.fixture
-def mae_checkpoint(mini_mae_checkpoint):
-    return mini_mae_checkpoint
-
-
 def test_probe_head_is_batchnorm_without_affine_then_linear():
     head = probe_head(16, 4)
     bn, linear = head
@@ -43,13 +38,13 @@ def test_set_lr_applies_each_groups_scale():
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.4]
 
 
-def test_cached_features_give_the_same_probe(tmp_path, mae_checkpoint):
+def test_cached_features_give_the_same_probe(tmp_path, mini_mae_checkpoint):
     """Caching frozen features is only a speed-up: the same losses and accuracy as computing them each step."""
     runs = {}
     for cache in (True, False):
         losses = []
         cfg = LinprobeConfig(
-            output_dir=str(tmp_path / str(cache)), checkpoint=str(mae_checkpoint), cache_features=cache, **FAST
+            output_dir=str(tmp_path / str(cache)), checkpoint=str(mini_mae_checkpoint), cache_features=cache, **FAST
         )
         metrics = linprobe(cfg, on_step=lambda step, loss, into=losses: into.append(loss))
         runs[cache] = (losses, metrics)
@@ -57,12 +52,12 @@ def test_cached_features_give_the_same_probe(tmp_path, mae_checkpoint):
     assert runs[True][1]["top1"] == pytest.approx(runs[False][1]["top1"], abs=0.1)
 
 
-def test_finetune_writes_metrics_log_and_weights(tmp_path, mae_checkpoint):
-    summary = finetune(FinetuneConfig(output_dir=str(tmp_path / "ft"), checkpoint=str(mae_checkpoint), **FAST))
+def test_finetune_writes_metrics_log_and_weights(tmp_path, mini_mae_checkpoint):
+    summary = finetune(FinetuneConfig(output_dir=str(tmp_path / "ft"), checkpoint=str(mini_mae_checkpoint), **FAST))
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["top1"] == summary["top1"] and 0 <= metrics["top1"] <= metrics["top5"] <= 100
     assert metrics["data"] == {"name": "builtin", "train_images": 256, "val_images": 500, "classes": 10}
-    assert metrics["config"]["checkpoint"] == str(mae_checkpoint) and metrics["wall_time_s"] > 0
+    assert metrics["config"]["checkpoint"] == str(mini_mae_checkpoint) and metrics["wall_time_s"] > 0
     assert metrics["hardware"]["processes"] == 1 and "CPU" in metrics["hardware"]["device"]
     epochs = [
         json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines() if '"val_top1"' in line
@@ -72,8 +67,8 @@ def test_finetune_writes_metrics_log_and_weights(tmp_path, mae_checkpoint):
     assert weights["model"]["head.weight"].shape == (10, 128)
 
 
-def test_finetune_starts_from_the_checkpoint_and_scratch_does_not(tmp_path, mae_checkpoint):
-    encoder = load_checkpoint(mae_checkpoint)["model"]
+def test_finetune_starts_from_the_checkpoint_and_scratch_does_not(tmp_path, mini_mae_checkpoint):
+    encoder = load_checkpoint(mini_mae_checkpoint)["model"]
     seen = {}
 
     def spy(name):
@@ -83,7 +78,7 @@ def test_finetune_starts_from_the_checkpoint_and_scratch_does_not(tmp_path, mae_
         return on_step
 
     finetune(
-        FinetuneConfig(output_dir=str(tmp_path / "a"), checkpoint=str(mae_checkpoint), **{**FAST, "epochs": 1}),
+        FinetuneConfig(output_dir=str(tmp_path / "a"), checkpoint=str(mini_mae_checkpoint), **{**FAST, "epochs": 1}),
         spy("mae"),
     )
     finetune(FinetuneConfig(output_dir=str(tmp_path / "b"), **{**FAST, "epochs": 1}), spy("scratch"))
@@ -94,13 +89,13 @@ def test_finetune_starts_from_the_checkpoint_and_scratch_does_not(tmp_path, mae_
 
 
 @pytest.mark.parametrize("tuning", [dict(tune_blocks=2), dict(tune_mlp_only=True)])
-def test_partial_finetuning_leaves_the_rest_frozen(tmp_path, mae_checkpoint, tuning):
+def test_partial_finetuning_leaves_the_rest_frozen(tmp_path, mini_mae_checkpoint, tuning):
     finetune(
         FinetuneConfig(
-            output_dir=str(tmp_path / "p"), checkpoint=str(mae_checkpoint), **{**FAST, "epochs": 1}, **tuning
+            output_dir=str(tmp_path / "p"), checkpoint=str(mini_mae_checkpoint), **{**FAST, "epochs": 1}, **tuning
         )
     )
-    before = load_checkpoint(mae_checkpoint)["model"]
+    before = load_checkpoint(mini_mae_checkpoint)["model"]
     after = load_checkpoint(tmp_path / "p" / "model.pth")["model"]
     changed = {k for k in after if k in before and not torch.equal(after[k], before[k])}
     if "tune_blocks" in tuning:
@@ -130,8 +125,8 @@ def test_a_released_checkpoint_needs_its_architecture_named(tmp_path):
     assert summary["trained_parameters"] == 128 * 10 + 10  # only the linear layer (the BatchNorm has no affine)
 
 
-def test_finetune_resumes_mid_epoch_to_the_same_losses(tmp_path, mae_checkpoint):
-    base = dict(checkpoint=str(mae_checkpoint), **FAST, mixup=0.0, cutmix=0.0)
+def test_finetune_resumes_mid_epoch_to_the_same_losses(tmp_path, mini_mae_checkpoint):
+    base = dict(checkpoint=str(mini_mae_checkpoint), **FAST, mixup=0.0, cutmix=0.0)
     reference = []
     finetune(FinetuneConfig(output_dir=str(tmp_path / "a"), **base), on_step=lambda s, loss: reference.append(loss))
 

@@ -1,6 +1,5 @@
 import json
 
-import pytest
 import torch
 
 from mae_course.cli import main
@@ -8,11 +7,6 @@ from mae_course.evaluation import EvaluationConfig, evaluate, planned_runs
 
 QUICK = dict(subset=128, val_subset=200, device="cpu")
 ONE_EPOCH = {"epochs": 1, "batch_size": 64}
-
-
-@pytest.fixture
-def checkpoint(mini_mae_checkpoint):
-    return mini_mae_checkpoint
 
 
 def test_the_planned_runs():
@@ -31,9 +25,9 @@ def test_the_planned_runs():
     assert runs["linprobe"][1].checkpoint == "x.pth" and runs["linprobe"][1].global_pool == "avg"
 
 
-def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, checkpoint, capsys):
+def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, mini_mae_checkpoint, capsys):
     cfg = EvaluationConfig(
-        checkpoint=str(checkpoint),
+        checkpoint=str(mini_mae_checkpoint),
         output_dir=str(tmp_path),
         partial_blocks=(1,),
         linprobe=ONE_EPOCH,
@@ -58,8 +52,8 @@ def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, check
     assert results["runs"]["linprobe"]["trained_parameters"] < results["runs"]["partial_1"]["trained_parameters"]
 
 
-def test_evaluate_from_the_command_line(tmp_path, checkpoint, capsys):
-    code = main(["evaluate", "--checkpoint", str(checkpoint), "--output-dir", str(tmp_path), "--subset", "128", "--val-subset", "100",
+def test_evaluate_from_the_command_line(tmp_path, mini_mae_checkpoint, capsys):
+    code = main(["evaluate", "--checkpoint", str(mini_mae_checkpoint), "--output-dir", str(tmp_path), "--subset", "128", "--val-subset", "100",
                  "--only", "linprobe", "--linprobe", json.dumps(ONE_EPOCH)])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "linprobe " in out and "results:" in out
