@@ -1,34 +1,42 @@
 """mae_course: Masked Autoencoders (He et al., 2021), built step by step and tested.
 
-The reference implementation the lessons converge to. One concept per module:
+The reference implementation the lessons converge to, one folder per part of the story:
 
-    patches      patchify / unpatchify
-    masking      random, block and grid masking -> (x_visible, mask, ids_restore)
-    pos_embed    fixed 2D sine-cosine positional tables, and resizing them
-    transformer  the pre-norm ViT block (attention through scaled_dot_product_attention)
-    mae          MaskedAutoencoder: encoder on visible patches, light decoder, masked loss
-    loss         masked MSE and the normalized-pixel target
-    registry     named models: build_model("mae_vit_base_patch16"), small CPU models
-    checkpoint   safe saving and loading, official checkpoints included
-    data         the built-in shapes dataset and the shipped photos
-    pretrain     the pretraining job behind `python -m mae_course pretrain`
-    step         the training step, plain or fast (bf16, fused AdamW, compile, checkpointing)
-    gpu_data     the GPU data pipeline: JPEGs decoded and augmented on the device
-    checks       the automatic checks of the lessons' exercises
-    figures      the lessons' figures (patch grids, masks, Figure 1 drawn)
-    flops        FLOP counts from the architecture
+    model/        lessons 01-04, 07: patches, masking, the encoder's and decoder's pieces,
+                  MaskedAutoencoder, the ViT classifier, named models
+    data/         the built-in shapes, shipped photos and results, real datasets, transforms,
+                  the GPU decoding pipeline, `prepare`, and the pretraining batches of either pipeline
+    train/        lesson 05: the recipe (lr rule and schedule, AdamW groups, the plain training
+                  step), the fast step, the one epoch loop, run folders, torch.distributed, pretraining
+    evaluation/   lesson 07: the probe head, layer-wise lr decay, LARS, fine-tuning and linear
+                  probing on the same loop, accuracy, and all three protocols at once
+    experiments/  lessons 02, 08-09: non-learned inpainting, FLOPs, ablation sweeps, Table 2 and
+                  throughput benchmarks, the transformers peer, the batch and time arithmetic of scaling
+    seeing/       lesson 06: reconstructions, the masking explorer, the released checkpoints
+    checks/       the automatic checks of the exercises (checks/<module>.py checks that module)
+
+and, beside them, ``figures`` (the lessons' drawings), ``checkpoint`` (safe saving and loading),
+``errors``, ``provenance``, ``lesson`` and ``cli`` (``python -m mae_course``).
 """
 
 from .checkpoint import load_checkpoint, load_weights
-from .loss import masked_mse_loss, norm_pix_target
-from .mae import MaskedAutoencoder, unshuffle_with_mask_tokens
-from .masking import block_masking, grid_masking, random_masking
-from .patches import patchify, unpatchify
-from .pos_embed import interpolate_pos_embed, sincos_pos_embed
-from .registry import (
+from .model import (
     MODEL_CONFIGS,
+    MaskedAutoencoder,
+    block_masking,
     build_model,
+    grid_masking,
+    interpolate_pos_embed,
     load_model,
+    masked_mse_loss,
+    norm_pix_target,
+    patchify,
+    random_masking,
+    sincos_pos_embed,
+    unpatchify,
+    unshuffle_with_mask_tokens,
+)
+from .model.registry import (
     mae_vit_base_patch16,
     mae_vit_huge_patch14,
     mae_vit_large_patch16,

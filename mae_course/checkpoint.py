@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .safe_files import atomic_write
 
 _SHOW = 8  # names listed in an error before "... and N more"
 
@@ -27,18 +28,10 @@ _SHOW = 8  # names listed in an error before "... and N more"
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place.
 
-    A run killed while saving leaves the previous file intact, never a truncated one.
+    A run killed while saving leaves the previous file intact, never a truncated one; a full
+    or read-only disk is an OSError that names ``path``.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,13 +1,14 @@
-"""The course's explanatory figures: patch grids, masks, positional similarity, and the
-paper's Figure 1 (the MAE architecture) drawn with a real image.
+"""Lessons 00-05: the course's explanatory figures: patch grids, masks, positional similarity,
+the paper's Figure 1 (the MAE architecture) drawn with a real image, and loss curves.
 
 Every function returns a matplotlib ``Figure`` (no global pyplot state), which Jupyter
-displays when it is the value of a cell.
+displays when it is the value of a cell; :func:`save_figure` writes one to a file atomically.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 
 import matplotlib.patheffects as effects
@@ -17,7 +18,8 @@ from einops import repeat
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from .patches import grid_shape, patchify, unpatchify
+from .model.patches import grid_shape, patchify, unpatchify
+from .safe_files import atomic_write
 
 _OUTLINE = [effects.withStroke(linewidth=2, foreground="black")]
 
@@ -30,6 +32,23 @@ class CourseFigure(Figure):
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Write a figure as a PNG, atomically (a reader never sees half a picture)."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
+def loss_curve_figure(steps: list[int], losses: list[float], title: str = "pretraining loss") -> CourseFigure:
+    """The training loss against the optimizer step."""
+    fig = CourseFigure(figsize=(5, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (masked patches)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def _hwc(img: torch.Tensor):

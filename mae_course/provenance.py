@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torchvision
 
+from .safe_files import atomic_write_json
+
 
 def git_commit() -> str:
     """The commit of the course's source tree, with '+changes' when it has uncommitted edits."""
@@ -42,6 +44,13 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def provenance() -> dict[str, Any]:
     return {"hardware": hardware(), "git_commit": git_commit()}
 
@@ -57,14 +66,5 @@ def started(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     record = provenance()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(path, record)
     return record
-
-
-def write_results(results: dict[str, Any], output: str | None) -> dict[str, Any]:
-    """Write a benchmark's results as indented JSON to ``output`` (folders made as needed); returns them."""
-    if output:
-        path = Path(output).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-    return results

@@ -1,5 +1,11 @@
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -66,3 +72,60 @@ def _official_keys(depth: int, decoder_depth: int) -> list[str]:
 @pytest.fixture
 def official_keys():
     return _official_keys
+
+
+def recorder(stop_at: int | None = None, how: str = "ctrl-c"):
+    """``(losses, on_step)``: on_step records every step's loss; at ``stop_at`` it presses Ctrl-C
+    (a real SIGINT to this process: the run stops at the end of the step and saves) or, with
+    ``how="kill"``, dies at once without saving (SystemExit), as a killed run would."""
+    losses = []
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
+        if step == stop_at:
+            if how == "kill":
+                raise SystemExit("killed by the test")
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return losses, on_step
+
+
+# ---------------------------------------------------------------------------------------- image folders
+
+
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """A photo-like RGB picture: smooth colour ramps with a few rectangles (structure that crops,
+    flips and JPEG compression all change)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 23.0 + y / 31.0)], axis=-1)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, max(1, width // 2)), rng.integers(0, max(1, height // 2))
+        rgb[y0 : y0 + height // 4, x0 : x0 + width // 3] = rng.integers(0, 256, 3)
+    rgb += rng.normal(0, 6, rgb.shape)  # texture, so that JPEG sizes are not trivial
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def write_images(root: Path, sizes: dict[str, tuple[int, int]], seed: int = 0, quality: int = 90) -> Path:
+    """Write a picture of ``(width, height)`` at ``root/relative`` for each entry (the format
+    follows the extension); returns root. The one writer of image files the tests use."""
+    for k, (relative, (width, height)) in enumerate(sizes.items()):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        photo(width, height, seed + k).save(path, quality=quality)
+    return root
+
+
+def folder_layout(splits=("train", "val"), classes=("cat", "dog"), per_class=6, size=(40, 30)) -> dict:
+    """ImageNet's layout: ``split/class/class_i.jpg`` for each split and class."""
+    return {f"{s}/{c}/{c}_{i}.jpg": size for s in splits for c in classes for i in range(per_class)}
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """``make(**layout)``: an image folder of ``folder_layout(**layout)`` under tmp_path/images."""
+
+    def make(root: Path | None = None, **layout) -> Path:
+        return write_images(root or tmp_path / "images", folder_layout(**layout))
+
+    return make

@@ -10,15 +10,12 @@ from einops import rearrange, repeat
 
 import mae_course as M
 from mae_course import checks as C
-from mae_course.classify import probe_head
-from mae_course.flops import block_flops
-from mae_course.loss import denormalize_patches
-from mae_course.optim import layer_decay_groups
-from mae_course.plan import batch_plan, pretraining_hours
-from mae_course.pretrain import train_step
-from mae_course.schedule import lr_at
-from mae_course.transformer import attention
-from mae_course.visualize import paste_visible
+from mae_course.evaluation.protocols import layer_decay_groups, probe_head
+from mae_course.experiments.flops import block_flops
+from mae_course.experiments.scaling import batch_plan, pretraining_hours
+from mae_course.model.encoder import attention
+from mae_course.seeing.reconstruction import denormalize_patches, paste_visible
+from mae_course.train.recipe import lr_at, train_step
 
 # ---------------------------------------------------------------------------- patchify
 
@@ -290,7 +287,7 @@ def head_with(norm=None, order="norm first", init=True):
 
 
 def groups_with(exponent_shift=0, reverse=False, decay_everything=False, tokens_in_block0=False, keep_frozen=False):
-    from mae_course.optim import layer_id
+    from mae_course.evaluation.protocols import layer_id
 
     def fn(model, weight_decay, layer_decay):
         num_layers = len(model.blocks) + 1

@@ -6,10 +6,14 @@ import torch
 
 from mae_course import build_model
 from mae_course.checkpoint import load_checkpoint
-from mae_course.classify import FinetuneConfig, LinprobeConfig, accuracy_counts, finetune, linprobe, probe_head
 from mae_course.cli import main
 from mae_course.errors import CheckpointError, ConfigError
-from mae_course.training import set_lr
+from mae_course.evaluation.finetune import FinetuneConfig, finetune
+from mae_course.evaluation.linprobe import LinprobeConfig, linprobe
+from mae_course.evaluation.metrics import accuracy_counts
+from mae_course.evaluation.protocols import probe_head
+from mae_course.train.recipe import set_lr
+from tests.conftest import recorder
 
 FAST = dict(subset=256, val_subset=500, batch_size=64, epochs=2, warmup_epochs=0.5, log_every=1, device="cpu")
 
@@ -131,19 +135,13 @@ def test_finetune_resumes_mid_epoch_to_the_same_losses(tmp_path, mini_mae_checkp
     finetune(FinetuneConfig(output_dir=str(tmp_path / "a"), **base), on_step=lambda s, loss: reference.append(loss))
 
     cfg = FinetuneConfig(output_dir=str(tmp_path / "b"), **base)
-    first = []
-
-    def stop(step, loss):
-        first.append(loss)
-        if step == 6:
-            raise KeyboardInterrupt
-
+    first, stop = recorder(stop_at=6)  # Ctrl-C in the middle of epoch 2
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, on_step=stop)
     rest = []
     cfg.resume = "auto"
     finetune(cfg, on_step=lambda s, loss: rest.append(loss))
-    assert first + rest == pytest.approx(reference, rel=1e-5)
+    assert first + rest == reference  # exactly
 
 
 @pytest.mark.parametrize(

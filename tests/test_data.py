@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mae_course.data import CLASSES, BuiltinShapes, list_photos, load_image, load_photo, photo_dir, render_shapes
-from mae_course.data import shapes as shapes_module
+from mae_course.data import builtin as shapes_module
 from mae_course.errors import DataError
 
 

@@ -7,13 +7,13 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets as tv
 
-from mae_course.datasets import CheckedImageFolder, make_dataset, num_classes, skipped_images
+from mae_course.data.datasets import CheckedImageFolder, make_dataset, num_classes, skipped_images
+from mae_course.data.transforms import eval_transform, pretrain_transform
 from mae_course.errors import DataError
-from mae_course.transforms import eval_transform, pretrain_transform
+from tests.conftest import folder_layout, write_images
 
 
 def fake_cifar(root, per_batch=20, test=30):
@@ -38,15 +38,6 @@ def cifar_files_only(monkeypatch):
     import torchvision.datasets.cifar as cifar
 
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: __import__("os").path.isfile(path))
-
-
-def fake_image_folder(root, classes=("cat", "dog"), per_class=6, size=(40, 30)):
-    for split in ("train", "val"):
-        for index, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                Image.new("RGB", size, (40 * i % 255, 90 * index, 30)).save(folder / f"{i}.jpg", quality=90)
 
 
 def test_cifar_format_batches_load_through_torchvision(tmp_path, cifar_files_only):
@@ -75,45 +66,59 @@ def test_a_failed_download_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_image_folder_splits_and_classes(tmp_path):
-    fake_image_folder(tmp_path)
+    write_images(tmp_path, folder_layout())
     train = make_dataset(str(tmp_path), "train", pretrain_transform(16))
     val = make_dataset(str(tmp_path), "val", eval_transform(16))
     assert len(train) == len(val) == 12 and num_classes(train) == 2
     assert train[0][0].shape == (3, 16, 16)
-    flat = make_dataset(str(tmp_path / "train"), "val", None)  # a folder of class folders, no splits
-    assert len(flat) == 12
+    flat = make_dataset(str(tmp_path / "train"), "pretrain", None)  # a folder of class folders, no splits
+    assert len(flat) == 12 and make_dataset(str(tmp_path), "pretrain", None).root == str(tmp_path / "train")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_classifier_is_never_measured_on_its_own_training_images(tmp_path, split):
+    """A folder without val/ (or without train/) used to be evaluated on itself: a silent wrong result."""
+    write_images(tmp_path, folder_layout())
+    with pytest.raises(DataError, match="train has no train/ and val/ folder: a classifier trains on train/ and is "
+                       "measured on val/"):  # fmt: skip
+        make_dataset(str(tmp_path / "train"), split, None)
+    (tmp_path / "train").rename(tmp_path / "other")
+    with pytest.raises(
+        DataError, match="has no train/ folder"
+    ):  # val/ alone: train/ would be the folder with val/ in it
+        make_dataset(str(tmp_path), split, None)
 
 
 def test_not_an_image_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="is not an image folder"):
-        make_dataset(str(tmp_path / "empty"), "train", None)
+        make_dataset(str(tmp_path / "empty"), "pretrain", None)
     with pytest.raises(DataError, match="neither one of builtin, cifar10, stl10, imagenette nor an existing folder"):
         make_dataset(str(tmp_path / "nope"), "train", None)
 
 
 def test_a_corrupt_image_is_named(tmp_path):
-    fake_image_folder(tmp_path)
-    bad = tmp_path / "train" / "dog" / "3.jpg"
+    write_images(tmp_path, folder_layout())
+    bad = tmp_path / "train" / "dog" / "dog_3.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     dataset = make_dataset(str(tmp_path), "train", None)
-    index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("dog/3.jpg")][0]
-    with pytest.raises(DataError, match=r"cannot read image .*dog/3\.jpg"):
+    index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("dog/dog_3.jpg")][0]
+    with pytest.raises(DataError, match=r"cannot read image .*dog/dog_3\.jpg"):
         dataset[index]
 
 
 def test_a_truncated_image_is_named(tmp_path):
-    fake_image_folder(tmp_path, size=(64, 64))
-    good = (tmp_path / "train" / "cat" / "2.jpg").read_bytes()
-    (tmp_path / "train" / "cat" / "2.jpg").write_bytes(good[: len(good) // 2])
+    write_images(tmp_path, folder_layout(size=(64, 64)))
+    good = (tmp_path / "train" / "cat" / "cat_2.jpg").read_bytes()
+    (tmp_path / "train" / "cat" / "cat_2.jpg").write_bytes(good[: len(good) // 2])
     dataset = make_dataset(str(tmp_path), "train", None)
-    with pytest.raises(DataError, match=r"cannot read image .*cat/2\.jpg"):
+    with pytest.raises(DataError, match=r"cannot read image .*cat/cat_2\.jpg"):
         [dataset[i] for i in range(len(dataset))]
 
 
 def test_skipping_bad_images_counts_and_reports_them(tmp_path, caplog):
-    fake_image_folder(tmp_path)
-    for name in ("cat/1.jpg", "dog/4.jpg"):
+    write_images(tmp_path, folder_layout())
+    for name in ("cat/cat_1.jpg", "dog/dog_4.jpg"):
         (tmp_path / "train" / name).write_bytes(b"garbage")
     dataset = make_dataset(str(tmp_path), "train", eval_transform(16), skip_bad_images=True)
     assert isinstance(dataset, CheckedImageFolder)
@@ -125,8 +130,8 @@ def test_skipping_bad_images_counts_and_reports_them(tmp_path, caplog):
 
 
 def test_skips_are_counted_across_loader_workers(tmp_path):
-    fake_image_folder(tmp_path)
-    (tmp_path / "train" / "cat" / "0.jpg").write_bytes(b"garbage")
+    write_images(tmp_path, folder_layout())
+    (tmp_path / "train" / "cat" / "cat_0.jpg").write_bytes(b"garbage")
     dataset = make_dataset(str(tmp_path), "train", eval_transform(16), skip_bad_images=True)
     batches = list(DataLoader(dataset, batch_size=4, num_workers=2))
     assert sum(len(b[0]) for b in batches) == 12

@@ -1,9 +1,10 @@
 import json
+from dataclasses import replace
 
 import torch
 
 from mae_course.cli import main
-from mae_course.evaluation import EvaluationConfig, evaluate, planned_runs
+from mae_course.evaluation.all_protocols import EvaluationConfig, evaluate_encoder, planned_runs
 
 QUICK = dict(subset=128, val_subset=200, device="cpu")
 ONE_EPOCH = {"epochs": 1, "batch_size": 64}
@@ -34,10 +35,10 @@ def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, mini_
         finetune=ONE_EPOCH,
         **QUICK,
     )
-    summary = evaluate(cfg, only={"linprobe", "partial_1"})
+    summary = evaluate_encoder(replace(cfg, only=("linprobe", "partial_1")))
     assert sorted(summary["runs"]) == ["linprobe", "partial_1"]
     capsys.readouterr()
-    summary = evaluate(cfg)  # the rest; the two finished runs are kept
+    summary = evaluate_encoder(cfg)  # the rest; the two finished runs are kept
     out = capsys.readouterr().out
     assert "linprobe: done before, kept" in out and "partial_1: done before, kept" in out
     results = json.loads((tmp_path / "results.json").read_text())

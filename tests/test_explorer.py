@@ -5,8 +5,8 @@ import torch
 
 from mae_course import build_model
 from mae_course.errors import ConfigError, DataError
-from mae_course.explorer import Explorer, ExplorerSettings, explore, image_choices, ratio_figure
-from mae_course.hub import RELEASED, download_command, download_released, load_released
+from mae_course.seeing.explorer import Explorer, ExplorerSettings, explore, image_choices, ratio_figure
+from mae_course.seeing.hub import RELEASED, download_command, download_released, load_released
 
 
 @pytest.fixture(scope="module")

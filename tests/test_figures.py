@@ -1,8 +1,8 @@
 import torch
 
 from mae_course import masked_mse_loss, patchify, random_masking, sincos_pos_embed
-from mae_course.baselines import diffuse_inpaint
 from mae_course.data import list_photos, load_photo
+from mae_course.experiments.inpainting import diffuse_inpaint
 from mae_course.figures import (
     CourseFigure,
     image_row,

@@ -1,7 +1,7 @@
 import pytest
 
-from mae_course.flops import block_flops, mae_flops
-from mae_course.registry import MODEL_CONFIGS, build_model
+from mae_course.experiments.flops import block_flops, mae_flops
+from mae_course.model.registry import MODEL_CONFIGS, build_model
 
 
 def test_block_formula_by_hand():

@@ -13,14 +13,12 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomResizedCrop, v2
 
-from mae_course import gpu_data
-from mae_course.datasets import open_rgb
-from mae_course.errors import ConfigError, DataError
-from mae_course.gpu_data import (
+from mae_course.data import gpu_pipeline as gpu_data
+from mae_course.data.batches import choose_pipeline
+from mae_course.data.gpu_pipeline import (
     EncodedBatch,
     EncodedImageFolder,
     GpuPretrainTransform,
-    choose_pipeline,
     collate_encoded,
     decode_on_cpu,
     device_batches,
@@ -28,34 +26,21 @@ from mae_course.gpu_data import (
     encoded_loader,
     is_jpeg,
 )
-from mae_course.transforms import IMAGENET_MEAN, IMAGENET_STD, pretrain_transform
+from mae_course.data.image_files import open_rgb
+from mae_course.data.transforms import IMAGENET_MEAN, IMAGENET_STD, pretrain_transform
+from mae_course.errors import ConfigError, DataError
+from tests.conftest import write_images
 
 SIZES = {"wide.JPEG": (500, 375), "tall.JPEG": (375, 500), "square.JPEG": (333, 333)}  # (width, height)
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
-def picture(width: int, height: int, seed: int) -> Image.Image:
-    """Smooth colour ramps with a few rectangles: structure that crops and flips change."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 23.0 + y / 31.0)], axis=-1)
-    for _ in range(4):
-        x0, y0 = rng.integers(0, width // 2), rng.integers(0, height // 2)
-        rgb[y0 : y0 + height // 4, x0 : x0 + width // 3] = rng.integers(0, 256, 3)
-    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """root/{a,b}/: three JPEGs of ImageNet-like sizes and one PNG."""
-    root = tmp_path_factory.mktemp("images")
-    for c, name in enumerate(("a", "b")):
-        (root / name).mkdir()
-        for k, (file, (w, h)) in enumerate(SIZES.items()):
-            picture(w, h, seed=10 * c + k).save(root / name / f"{name}_{file}", quality=90)
-    picture(300, 240, seed=99).save(root / "b" / "b_drawing.png")
-    return root
+    sizes = {f"{name}/{name}_{file}": size for name in ("a", "b") for file, size in SIZES.items()}
+    return write_images(tmp_path_factory.mktemp("images"), {**sizes, "b/b_drawing.png": (300, 240)})
 
 
 @pytest.fixture
@@ -160,11 +145,11 @@ def test_skipping_drops_counts_and_names_the_bad_file(with_corrupt, caplog):
     dataset = EncodedImageFolder(root)
     data, paths = all_bytes(dataset)
     transform = GpuPretrainTransform(32, skip_bad_images=True)
-    with caplog.at_level(logging.WARNING, logger="mae_course.gpu_data"):
+    with caplog.at_level(logging.WARNING, logger="mae_course.data.gpu_pipeline"):
         first = transform(data, "cpu", paths)
         second = transform(data, "cpu", paths)
     assert first.shape == second.shape == (len(dataset) - 1, 3, 32, 32)
-    assert transform.skipped == 2 and transform.bad_files == [bad]  # counted each time, warned once
+    assert transform.skipped == 1 and transform.bad_files == [bad]  # met twice: counted once, warned once
     warnings = [r.getMessage() for r in caplog.records if "skipped undecodable image" in r.getMessage()]
     assert len(warnings) == 1 and bad in warnings[0]
 

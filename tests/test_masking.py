@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mae_course import block_masking, grid_masking, random_masking
-from mae_course.masking import block_mask_noise, grid_mask_noise, mask_noise, num_kept
+from mae_course.model.masking import block_mask_noise, grid_mask_noise, mask_noise, num_kept
 
 
 def test_shapes_and_keep_count():

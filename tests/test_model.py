@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mae_course import MaskedAutoencoder, build_model, patchify
-from mae_course.loss import masked_mse_loss, norm_pix_target
+from mae_course.model.decoder import masked_mse_loss, norm_pix_target
 
 
 @pytest.mark.parametrize(

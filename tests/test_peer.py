@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mae_course import build_model
-from mae_course.peer import build_peer, load_into_peer, peer_config, peer_loss
-from mae_course.registry import MODEL_CONFIGS
+from mae_course.experiments.peer import build_peer, load_into_peer, peer_config, peer_loss
+from mae_course.model.registry import MODEL_CONFIGS
 
 pytest.importorskip("transformers")
 

@@ -8,7 +8,7 @@ import pytest
 
 from mae_course.data.jpeg_folder import make_jpeg_folder
 from mae_course.errors import DataError
-from mae_course.pretrain import PretrainConfig, pretrain
+from mae_course.train.pretrain import PretrainConfig, pretrain
 
 
 @pytest.fixture(scope="module")

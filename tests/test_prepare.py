@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from mae_course.cli import main
-from mae_course.datasets import make_dataset
+from mae_course.data.datasets import make_dataset
+from mae_course.data.prepare import REPORT, PrepareConfig, find_jobs, output_name, prepare, summary_text, target_size
+from mae_course.data.transforms import eval_transform
 from mae_course.errors import ConfigError, DataError
-from mae_course.prepare import REPORT, PrepareConfig, find_jobs, output_name, prepare, summary_text, target_size
-from mae_course.transforms import eval_transform
+from tests.conftest import photo, write_images
 
 # relative path -> (width, height) of the input; "large" ones have a shorter side above 256
 LARGE = {
@@ -24,21 +25,9 @@ LARGE = {
 SMALL = {"train/n01/small.JPEG": (200, 150), "val/n02/tiny.JPEG": (64, 256)}  # not upscaled, copied as they are
 
 
-def photo(width: int, height: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([255 * x / width, 255 * y / height, 128 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0)], axis=-1)
-    rgb += rng.normal(0, 8, rgb.shape)  # some texture, so that JPEG sizes are not trivial
-    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
-
-
 @pytest.fixture
 def src(tmp_path):
-    root = tmp_path / "src"
-    for seed, (relative, (w, h)) in enumerate({**LARGE, **SMALL}.items()):
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        photo(w, h, seed).save(path, quality=95)
+    root = write_images(tmp_path / "src", {**LARGE, **SMALL}, quality=95)
     gray = root / "train/n02/gray.JPEG"  # small but grayscale: converted to RGB, not copied
     photo(120, 100, 99).convert("L").save(gray, quality=95)
     (root / "train/LOC_synset_mapping.txt").write_text("not an image\n")  # ignored

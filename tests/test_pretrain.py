@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
-from mae_course import MaskedAutoencoder, load_checkpoint, load_model
+from mae_course import MaskedAutoencoder, build_model, load_checkpoint, load_model
 from mae_course.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from mae_course.pretrain import PretrainConfig, pretrain
-from mae_course.schedule import lr_at
+from mae_course.train.pretrain import PretrainConfig, pretrain
+from mae_course.train.recipe import lr_at
+from tests.conftest import recorder
 
 SMALL = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
@@ -19,17 +20,6 @@ def small_config(tmp_path, **overrides) -> PretrainConfig:
     )  # fmt: skip
     values.update(overrides)
     return PretrainConfig(**values)
-
-
-def record_losses(cfg, stop_at=None, exception=KeyboardInterrupt):
-    losses = []
-
-    def on_step(step, loss):
-        losses.append(loss)
-        if step == stop_at:
-            raise exception("stopped by the test")
-
-    return losses, on_step
 
 
 def test_run_writes_everything(tmp_path):
@@ -64,35 +54,35 @@ def test_learning_rate_follows_warmup_and_cosine(tmp_path):
 
 
 def test_resume_mid_epoch_gives_the_same_next_losses(tmp_path):
-    reference, on_step = record_losses(None)
+    reference, on_step = recorder()
     pretrain(small_config(tmp_path / "a"), on_step=on_step)
 
     cfg = small_config(tmp_path / "b")
-    first, on_step = record_losses(cfg, stop_at=8)  # Ctrl-C in the middle of epoch 2
+    first, on_step = recorder(stop_at=8)  # Ctrl-C in the middle of epoch 2
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, on_step=on_step)
     ckpt = load_checkpoint(tmp_path / "b" / "run" / "checkpoint-last.pth")
     assert (ckpt["epoch"], ckpt["step"], ckpt["micro_in_epoch"]) == (1, 8, 2)
-    rest, on_step = record_losses(cfg)
+    rest, on_step = recorder()
     cfg.resume = "auto"
     pretrain(cfg, on_step=on_step)
     assert len(first) == 8 and len(rest) == 4
-    assert first + rest == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    assert first + rest == reference  # exactly: the same random draws, in the same order
 
 
 def test_resume_after_a_kill_restarts_from_the_last_epoch_checkpoint(tmp_path):
-    reference, on_step = record_losses(None)
+    reference, on_step = recorder()
     pretrain(small_config(tmp_path / "a", epochs=3), on_step=on_step)
 
     cfg = small_config(tmp_path / "b", epochs=3)
-    _, on_step = record_losses(cfg, stop_at=9, exception=SystemExit)  # dies without saving, in epoch 2
+    _, on_step = recorder(stop_at=9, how="kill")  # dies without saving, in epoch 2
     with pytest.raises(SystemExit):
         pretrain(cfg, on_step=on_step)
     assert load_checkpoint(tmp_path / "b" / "run" / "checkpoint-last.pth")["step"] == 6
-    rest, on_step = record_losses(cfg)
+    rest, on_step = recorder()
     cfg.resume = "auto"
     pretrain(cfg, on_step=on_step)
-    assert rest == pytest.approx(reference[6:], rel=1e-6, abs=1e-7)
+    assert rest == reference[6:]  # exactly
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -147,7 +137,7 @@ def test_resume_with_other_model_settings_is_refused(tmp_path):
         (dict(warmup_epochs=5), "warmup epochs must be in"),
         (dict(blr=-1.0), "base lr must be a positive number"),
         (dict(model="mae_vit_giant"), "unknown model 'mae_vit_giant'"),
-        (dict(augment="mixup"), "unknown augmentation 'mixup'"),
+        (dict(augment="mixup"), "unknown augment 'mixup'; choose one of none, fixed-crop, crop, crop\\+jitter"),
         (dict(mask_sampling="stripes"), "unknown mask sampling 'stripes'"),
         (dict(model_overrides={"depthh": 2}), "cannot build model .*depthh"),
         (dict(device="tpu"), "unknown device 'tpu'"),
@@ -167,43 +157,36 @@ def test_bad_data(tmp_path):
         pretrain(small_config(tmp_path, resume="auto"))
 
 
-def test_image_folder_data(tmp_path):
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            folder = tmp_path / "images" / split / cls
-            folder.mkdir(parents=True)
-            for i in range(20):
-                color = (40 * i % 255, 100 if cls == "a" else 200, 7 * i % 255)
-                Image.new("RGB", (40 + i, 36), color).save(folder / f"{i}.jpg")
-    summary = pretrain(small_config(tmp_path, data=str(tmp_path / "images"), subset=None, image_size=16, epochs=1))
+def test_image_folder_data(tmp_path, image_folder):
+    images = image_folder(per_class=20, size=(40, 36))
+    summary = pretrain(small_config(tmp_path, data=str(images), subset=None, image_size=16, epochs=1))
     assert summary["steps"] == 40 // 32
 
 
-def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
+def test_gradient_accumulation_equals_one_big_batch():
     """Two micro-batches of 16 with accumulation give the gradient of one batch of 32."""
-    import mae_course.mae as mae_module
-    from mae_course.distributed import Runtime
-    from mae_course.pretrain import Pretrainer
+    from mae_course.train.recipe import make_adamw
+    from mae_course.train.step import make_train_step
 
-    queue = []
-    monkeypatch.setattr(mae_module, "mask_noise", lambda *args, **kwargs: queue.pop(0))  # the same masks for both
-    cpu = Runtime(torch.device("cpu"))
-    big = Pretrainer(small_config(tmp_path / "a", batch_size=32, accum_iter=1), cpu)
-    accum = Pretrainer(small_config(tmp_path / "b", batch_size=16, accum_iter=2), cpu)
-    accum.model.load_state_dict(big.model.state_dict())
+    torch.manual_seed(0)
+    big = build_model("mae_vit_mini_patch4_32", **SMALL)
+    accum = build_model("mae_vit_mini_patch4_32", **SMALL)
+    accum.load_state_dict(big.state_dict())
     imgs, noise = torch.randn(32, 3, 32, 32), torch.rand(32, 64)
 
-    queue[:] = [noise]
-    big._forward_backward(imgs, update=True)
-    queue[:] = [noise[:16], noise[16:]]
-    accum._forward_backward(imgs[:16], update=False)
-    accum._forward_backward(imgs[16:], update=True)
-    for (name, p), q in zip(big.model.named_parameters(), accum.model.parameters(), strict=True):
+    def loss_with(noise_rows):
+        return lambda module, x: module(x, mask_ratio=0.75, noise=noise_rows(x))[0]
+
+    whole = make_train_step(big, make_adamw(big, 1e-3), loss_fn=loss_with(lambda x: noise), amp="none")
+    halves = iter([noise[:16], noise[16:]])
+    split = make_train_step(accum, make_adamw(accum, 1e-3), loss_fn=loss_with(lambda x: next(halves)), amp="none",
+                            accum_iter=2)  # fmt: skip
+    whole.forward_backward(imgs)
+    split.forward_backward(imgs[:16], sync=False)
+    split.forward_backward(imgs[16:])
+    for (name, p), q in zip(big.named_parameters(), accum.parameters(), strict=True):
         if p.requires_grad:
             assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
-    assert big.peak_lr == accum.peak_lr  # same effective batch, same lr
 
 
 def test_bf16_autocast_runs(tmp_path):

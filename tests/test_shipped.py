@@ -7,7 +7,7 @@ import torch
 
 from mae_course import build_model, load_model
 from mae_course.data import BuiltinShapes, shipped_checkpoint, shipped_dir, shipped_results
-from mae_course.transforms import eval_transform
+from mae_course.data.transforms import eval_transform
 
 
 def test_the_shipped_checkpoint_is_what_its_provenance_says():

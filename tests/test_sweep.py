@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 
-import mae_course.sweep as sweep_module
+import mae_course.experiments.sweep as sweep_module
 from mae_course.cli import main
 from mae_course.errors import ConfigError
-from mae_course.sweep import SweepConfig, parse_value, stage_configs, sweep, sweep_figure
+from mae_course.experiments.sweep import SweepConfig, parse_value, stage_configs, sweep, sweep_figure
 
 TINY_MODEL = {
     "embed_dim": 32,

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from mae_course.cli import main
-from mae_course.flops import mae_flops
-from mae_course.registry import build_model
-from mae_course.throughput import ThroughputConfig, peak_tflops, run_throughput, throughput_text
+from mae_course.experiments.flops import mae_flops
+from mae_course.experiments.throughput import ThroughputConfig, peak_tflops, throughput, throughput_text
+from mae_course.model.registry import build_model
 
 NARROW = {"embed_dim": 32, "depth": 2, "num_heads": 2, "decoder_embed_dim": 16, "decoder_num_heads": 2}
 
@@ -18,10 +18,10 @@ def config(**kw):
     return ThroughputConfig(**{**base, **kw})
 
 
-def test_every_model_batch_and_implementation_is_measured(tmp_path):
+def test_every_model_batch_and_implementation_is_measured():
     pytest.importorskip("transformers")
-    results = run_throughput(config(peak_tflops=1.0), str(tmp_path / "m.json"))
-    assert json.loads((tmp_path / "m.json").read_text())["suite"] == "model"
+    results = throughput(config(peak_tflops=1.0), progress=lambda line: None)
+    assert results["suite"] == "model"
     rows = results["rows"]
     assert [(r["implementation"], r["batch_size"]) for r in rows] == [
         ("plain", 2),
@@ -42,7 +42,7 @@ def test_every_model_batch_and_implementation_is_measured(tmp_path):
 
 
 def test_a_failing_configuration_is_recorded_not_fatal():
-    results = run_throughput(config(implementations=("plain",), mask_ratio=0.999), None)
+    results = throughput(config(implementations=("plain",), mask_ratio=0.999))
     assert all("error" in row and "keeps no token" in row["error"] for row in results["rows"])
 
 
@@ -50,7 +50,7 @@ def test_no_mfu_without_a_known_peak():
     import torch
 
     assert peak_tflops(torch.device("cpu")) is None
-    results = run_throughput(config(implementations=("plain",), batch_sizes=(2,)), None)
+    results = throughput(config(implementations=("plain",), batch_sizes=(2,)))
     assert "mfu" not in results["rows"][0] and results["peak_tflops"] is None
 
 
@@ -59,6 +59,6 @@ def test_bench_model_suite_from_the_command_line(tmp_path, capsys):
             "--batch-sizes", "2", "--implementations", "plain", "--steps", "1", "--warmup", "0", "--device", "cpu",
             "--output", str(tmp_path / "m.json")]  # fmt: skip
     assert main(args) == 0
-    assert "img/s" in capsys.readouterr().out and (tmp_path / "m.json").exists()
+    assert "img/s" in capsys.readouterr().out and json.loads((tmp_path / "m.json").read_text())["suite"] == "model"
     assert main([*args, "--steps", "0"]) == 2
     assert main(["bench", "--suite", "table2", "--models", "mae_vit_base_patch16", "mae_vit_large_patch16"]) == 2

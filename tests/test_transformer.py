@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mae_course.transformer import Attention, Block
+from mae_course.model.encoder import Attention, Block
 
 
 def test_attention_matches_hand_written_softmax():

@@ -5,9 +5,9 @@ import torch
 
 from mae_course import build_model
 from mae_course.errors import CheckpointError
-from mae_course.lars import LARS
-from mae_course.optim import layer_decay_groups, layer_id
-from mae_course.vit import VisionTransformer, encoder_state_dict, load_mae_encoder, vit_from_mae
+from mae_course.evaluation.lars import LARS
+from mae_course.evaluation.protocols import layer_decay_groups, layer_id
+from mae_course.model.vit import VisionTransformer, encoder_state_dict, load_mae_encoder, vit_from_mae
 
 TINY_VIT = dict(
     img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0

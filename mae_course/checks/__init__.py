@@ -6,18 +6,23 @@ reference implementation:
 * correct: it prints one line starting with ✓;
 * wrong: it raises :class:`CheckFailed` with what is wrong and, where it can, how to see it;
 * not written yet (the stub still raises ``NotImplementedError``): it says so and returns.
+
+``checks/<name>.py`` checks the exercises whose reference lives in the module of the same name:
+``checks/patches.py`` against :mod:`mae_course.model.patches`, ``checks/recipe.py`` against
+:mod:`mae_course.train.recipe`, ``checks/protocols.py`` against :mod:`mae_course.evaluation.protocols`,
+and so on. A check imports reference functions only, never a job.
 """
 
 from ._core import CheckFailed, not_implemented_message
-from .ablation import check_block_flops
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
 from .encoder import check_attention, check_sincos_pos_embed
-from .evaluation import check_layer_decay_groups, check_probe_head
+from .flops import check_block_flops
 from .masking import check_random_masking
 from .patches import check_patchify, check_unpatchify
+from .protocols import check_layer_decay_groups, check_probe_head
+from .recipe import check_lr_schedule, check_train_step
+from .reconstruction import check_denormalize_patches, check_paste_visible
 from .scaling import check_batch_plan, check_pretraining_hours
-from .training import check_lr_schedule, check_train_step
-from .visual import check_denormalize_patches, check_paste_visible
 
 __all__ = [
     "CheckFailed",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import loss as ref_loss
-from ..mae import unshuffle_with_mask_tokens as ref_unshuffle
-from ..masking import random_masking
+from ..model import decoder as ref
+from ..model.masking import random_masking
 from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor, same
 
 _UNSHUFFLE = "unshuffle_with_mask_tokens"
@@ -29,7 +28,7 @@ def check_unshuffle_with_mask_tokens(fn) -> None:
             _UNSHUFFLE, call(_UNSHUFFLE, fn, x_vis.clone(), token.clone(), ids_restore.clone(), case=case)
         )
         expect_shape(_UNSHUFFLE, out, (n, length, dim), f"for {case}: one token per patch, (N, L, D)")
-        expected = ref_unshuffle(x_vis, token, ids_restore)
+        expected = ref.unshuffle_with_mask_tokens(x_vis, token, ids_restore)
         if same(out, expected):
             continue
         keep = x_vis.shape[1]
@@ -72,7 +71,7 @@ def check_masked_mse_loss(fn) -> None:
         out = expect_tensor(_LOSS, call(_LOSS, fn, pred.clone(), target.clone(), mask.clone(), case=case))
         if out.numel() != 1 or out.ndim != 0:
             raise CheckFailed(f"{_LOSS} should return a scalar (a 0-d tensor), got shape {tuple(out.shape)}")
-        expected = ref_loss.masked_mse_loss(pred, target, mask)
+        expected = ref.masked_mse_loss(pred, target, mask)
         if same(out, expected):
             continue
         per_patch = ((pred - target) ** 2).mean(-1)
@@ -121,7 +120,7 @@ def check_norm_pix_target(fn) -> None:
         expect_shape(_NORM, out, tuple(target.shape), "the target keeps its shape")
         if not torch.isfinite(out).all():
             raise CheckFailed(f"{_NORM}: a constant patch gave inf or nan; add eps = 1e-6 to the variance")
-        expected = ref_loss.norm_pix_target(target)
+        expected = ref.norm_pix_target(target)
         if same(out, expected, atol=1e-4):
             continue
         mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import pos_embed as ref
+from ..model import encoder as ref
 from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor, same
 
 

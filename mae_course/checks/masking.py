@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import masking as ref
+from ..model import masking as ref
 from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor
 
 _NAME = "random_masking"

@@ -7,7 +7,7 @@ import itertools
 import torch
 from einops import rearrange
 
-from .. import patches as ref
+from ..model import patches as ref
 from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor
 
 _AXIS_NAMES = {"p": "row", "q": "column", "c": "channel"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..plan import batch_plan as ref_batch_plan
-from ..plan import pretraining_hours as ref_pretraining_hours
+from ..experiments.scaling import batch_plan as ref_batch_plan
+from ..experiments.scaling import pretraining_hours as ref_pretraining_hours
 from ._core import CheckFailed, call, exercise
 
 _PLAN = "batch_plan"

@@ -1,4 +1,4 @@
-"""A generated ImageNet-format folder of JPEGs with realistic sizes, for data-pipeline benchmarks.
+"""Lesson 09: a generated ImageNet-format folder of JPEGs with realistic sizes, for data-pipeline benchmarks.
 
     make_jpeg_folder("/tmp/fake_imagenet", images=20_000)
 
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torchvision.io import encode_jpeg, write_file
 from tqdm.auto import tqdm
 
-from ..gpu_data import quiet_torchvision_io
-from .shapes import CLASSES, render_shapes
+from .builtin import CLASSES, render_shapes
+from .image_files import quiet_torchvision_io
 
 _CHUNK = 64  # images per work item; each chunk has its own seed, so the result does not depend on workers
 

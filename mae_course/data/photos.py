@@ -1,14 +1,14 @@
-"""The real photographs shipped with the course (free licences; see CREDITS.md beside them)."""
+"""Lessons 00-06: the real photographs shipped with the course (free licences; see CREDITS.md beside them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
+from .image_files import open_rgb
 from .shipped import shipped_dir
 
 
@@ -31,11 +31,7 @@ def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as pil:
-            img = TF.pil_to_tensor(pil.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read {path} as an image ({e})") from None
+    img = TF.pil_to_tensor(open_rgb(str(path)))
     if size is not None:
         img = TF.center_crop(TF.resize(img, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True), size)
     return img.float().div(255).clamp(0, 1)

@@ -1,4 +1,4 @@
-"""What ships inside the package (the repository's data/ folder): photos, a small pretrained
+"""Lessons 00-08: what ships inside the package (the repository's data/ folder): photos, a small pretrained
 MAE, and results the project measured with its own commands."""
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""Checks for lesson 06: pasting the visible patches back, and drawing normalized predictions."""
+
+from __future__ import annotations
+
+import torch
+
+from ..seeing.reconstruction import denormalize_patches as ref_denormalize
+from ..seeing.reconstruction import paste_visible as ref_paste
+from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor, same
+
+_PASTE = "paste_visible"
+
+
+@exercise(_PASTE, "the prediction in removed patches, the original in visible ones, shapes, dtypes of the mask")
+def check_paste_visible(fn) -> None:
+    g = torch.Generator().manual_seed(0)
+    for n, length, size in [(2, 16, 12), (1, 64, 48), (3, 9, 3)]:
+        pred, target = torch.randn(n, length, size, generator=g), torch.randn(n, length, size, generator=g)
+        mask = (torch.rand(n, length, generator=g) < 0.75).float()
+        mask[:, 0], mask[:, 1] = 1.0, 0.0
+        case = f"patches of shape {(n, length, size)}"
+        for kind in (mask, mask.bool()):
+            out = expect_tensor(_PASTE, call(_PASTE, fn, pred.clone(), target.clone(), kind.clone(), case=case))
+            expect_shape(_PASTE, out, (n, length, size), "the result has one patch per token, like pred")
+            if same(out, ref_paste(pred, target, mask)):
+                continue
+            if same(out, ref_paste(target, pred, mask)):
+                raise CheckFailed(
+                    f"{_PASTE}: the roles are swapped; removed patches (mask == 1) take the prediction, visible ones the original"
+                )
+            if same(out, pred):
+                raise CheckFailed(f"{_PASTE} returned the prediction everywhere; keep the original where mask == 0")
+            if same(out, target):
+                raise CheckFailed(f"{_PASTE} returned the original everywhere; use the prediction where mask == 1")
+            raise CheckFailed(
+                f"{_PASTE}: wrong patches for {case} (mask as {kind.dtype}); broadcast the (N, L) mask over the last axis"
+            )
+
+
+_DENORM = "denormalize_patches"
+
+
+@exercise(_DENORM, "each target patch's mean and sqrt(unbiased var + eps), the inverse of norm_pix_target")
+def check_denormalize_patches(fn) -> None:
+    from ..model.decoder import norm_pix_target
+
+    g = torch.Generator().manual_seed(0)
+    for n, length, size in [(2, 8, 12), (1, 16, 48)]:
+        target = torch.rand(n, length, size, generator=g) * 4 - 1
+        pred = torch.randn(n, length, size, generator=g)
+        case = f"patches of shape {(n, length, size)}"
+        out = expect_tensor(_DENORM, call(_DENORM, fn, pred.clone(), target.clone(), case=case))
+        expect_shape(_DENORM, out, (n, length, size), "one patch per token, like pred")
+        if same(out, ref_denormalize(pred, target), atol=1e-4):
+            continue
+        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        for wrong, problem in [
+            (
+                pred * (target.var(-1, keepdim=True, unbiased=False) + 1e-6) ** 0.5 + mean,
+                "uses the biased variance; norm_pix_target used the unbiased one",
+            ),
+            (pred * (var + 1e-6) ** 0.5, "forgets to add the patch's mean back"),
+            (
+                (pred - mean) / (var + 1e-6) ** 0.5,
+                "normalizes again; this is the inverse: multiply by sqrt(var + eps), then add the mean",
+            ),
+            (
+                pred * (pred.var(-1, keepdim=True) + 1e-6) ** 0.5 + pred.mean(-1, keepdim=True),
+                "takes the statistics of the prediction; take them from the target patch",
+            ),
+            ((pred + mean) * (var + 1e-6) ** 0.5, "adds the mean before scaling; scale first, then add the mean"),
+        ]:
+            if same(out, wrong, atol=1e-4):
+                raise CheckFailed(f"{_DENORM} {problem}")
+        raise CheckFailed(
+            f"{_DENORM}: wrong values for {case}; compute pred * sqrt(var + 1e-6) + mean, per target patch"
+        )
+    # the round trip: denormalizing a normalized patch gives it back
+    target = torch.rand(2, 4, 12, generator=g)
+    back = call(_DENORM, fn, norm_pix_target(target), target, case="a normalized target")
+    if not same(back, target, atol=1e-4):
+        raise CheckFailed(f"{_DENORM}(norm_pix_target(t), t) should give t back")

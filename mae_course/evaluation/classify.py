@@ -1,0 +1,270 @@
+"""Lesson 07: judging an encoder by training a classifier on it, on the same loop as pretraining.
+
+Fine-tuning and linear probing are one job, :func:`train_classifier`, given a :class:`Recipe`:
+what the classifier is, how its images are augmented, which optimizer and loss train it
+(:mod:`~mae_course.evaluation.finetune`, :mod:`~mae_course.evaluation.linprobe`). The job reads
+like pretraining: set-up, resume, epochs (each followed by a validation), finish.
+
+Without ``checkpoint`` the same classifier starts from random weights: the from-scratch baseline
+(and, for linear probing, the random-encoder baseline).
+
+Every run writes ``log.jsonl``, ``checkpoint-last.pth`` (resumable), ``model.pth`` and a final
+``metrics.json`` with top-1/top-5 accuracy, wall time, settings, data and hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler, Subset
+
+from ..checkpoint import atomic_save, load_checkpoint, state_dict_of
+from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
+from ..data.batches import make_loader
+from ..data.datasets import (
+    check_classification_splits,
+    eval_crop_fraction,
+    loader_workers,
+    make_dataset,
+    skipped_images,
+)
+from ..data.transforms import eval_transform
+from ..errors import CheckpointError, ConfigError
+from ..model.registry import MODEL_CONFIGS
+from ..model.vit import POOLINGS
+from ..provenance import device_name
+from ..safe_files import atomic_write_json
+from ..train.distributed import Runtime, barrier, init_runtime, shutdown
+from ..train.engine import epoch_indices, train_one_epoch
+from ..train.recipe import Schedule
+from ..train.run import FINAL_MODEL, Run
+from ..train.step import autocast_for, make_train_step
+from .metrics import measure_accuracy
+
+METRICS = "metrics.json"
+NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device"}
+
+
+@dataclass
+class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
+    """Settings shared by fine-tuning and linear probing."""
+
+    output_dir: str = "runs/classify"
+    checkpoint: str | None = option(None, "an MAE checkpoint (the course's or a released one); none: random "
+                                    "initialisation", group="encoder")  # fmt: skip
+    model: str | None = option(None, "architecture, for checkpoints without a config or no checkpoint (default: "
+                               "mae_vit_mini_patch4_32)", group="encoder", choices=tuple(MODEL_CONFIGS))  # fmt: skip
+    global_pool: str = option("avg", "features: the cls token or the average of the patch tokens", group="encoder",
+                              choices=POOLINGS)  # fmt: skip
+    val_subset: int | None = option(None, "evaluate on the first N validation images only", group="data")
+    warmup_epochs: float | None = option(None, "epochs of linear lr warmup (default: warmup_fraction x epochs, the "
+                                         "recipe's share of the run)", group="optimization")  # fmt: skip
+    warmup_fraction: float = option(0.1, "the warmup as a share of the epochs, when warmup_epochs is not given",
+                                    cli=False)  # fmt: skip
+    batch_size: int = 128
+    blr: float = 1e-3
+    min_lr: float = 1e-6
+    log_every: int = 20
+
+    kind = "classify"  # the job: "finetune" or "linprobe" (a class constant, not a setting)
+
+    def validate(self) -> None:
+        check_types(self, self.kind)
+        self.validate_data()
+        self.validate_optim()
+        self.validate_run()
+        need(
+            self.val_subset is None or self.val_subset >= 1,
+            f"val subset must be at least 1 image, got {self.val_subset}",
+        )
+        need(0 <= self.warmup_fraction <= 1, f"warmup fraction must be in [0, 1], got {self.warmup_fraction}")
+        if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
+            raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def warmup(self) -> float:
+        """Warmup epochs: as set, or the recipe's share of the run."""
+        return self.warmup_epochs if self.warmup_epochs is not None else self.warmup_fraction * self.epochs
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What makes fine-tuning and linear probing differ; the rest of the job is the same."""
+
+    transform: Callable[[Any], Callable]  # cfg -> the training images' transform
+    build: Callable[[Any, dict, dict | None, int], nn.Module]  # (cfg, encoder config, its weights, classes) -> model
+    optimizer: Callable[[Any, nn.Module, float], torch.optim.Optimizer]  # (cfg, model, peak lr)
+    loss: Callable[[Any, int], Callable[..., torch.Tensor]]  # (cfg, classes) -> loss_fn(module, inputs, targets)
+    # (cfg, model, train set, val set, runtime, workers) -> (train inputs, val inputs, what trains, what predicts)
+    inputs: Callable[..., tuple[Dataset, Dataset, nn.Module, Callable]]
+
+
+def encoder_source(cfg: ClassifyConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """(the MAE config of the encoder, its weights or None for a random start)."""
+    if cfg.checkpoint is None:
+        return {**MODEL_CONFIGS[cfg.model or "mae_vit_mini_patch4_32"], "img_size": cfg.image_size}, None
+    ckpt = load_checkpoint(cfg.checkpoint)
+    saved = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) else None
+    if saved is None:
+        if cfg.model is None:
+            raise CheckpointError(
+                f"{cfg.checkpoint} carries no model config (a released MAE file?); name its architecture with --model"
+            )
+        saved = MODEL_CONFIGS[cfg.model]
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{cfg.checkpoint} holds a model config that is not a dictionary of settings")
+    return {**saved, "img_size": cfg.image_size}, state_dict_of(ckpt)
+
+
+def eval_crop(cfg: ClassifyConfig) -> float:
+    return eval_crop_fraction(cfg.data, cfg.image_size)
+
+
+def train_classifier(cfg: ClassifyConfig, recipe: Recipe, on_step: Callable[[int, float], None] | None = None) -> dict:
+    """Train (or resume) a classifier by ``recipe``; returns the final metrics (also in metrics.json)."""
+    cfg.validate()
+    rt = init_runtime(cfg.device)
+    try:
+        return _train(cfg, recipe, rt, on_step)
+    finally:
+        shutdown()
+
+
+def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
+    # ---- set-up: everything is built and checked before anything is written
+    run = Run(cfg.output_dir, cfg.resume, cfg.overwrite, rt, kind=cfg.kind)
+    torch.manual_seed(cfg.seed + rt.rank)
+    encoder_config, weights = encoder_source(cfg)
+    train_set = make_dataset(cfg.data, "train", recipe.transform(cfg), cfg.image_size, cfg.data_root, cfg.download,
+                             cfg.skip_bad_images)  # fmt: skip
+    val_set = make_dataset(cfg.data, "val", eval_transform(cfg.image_size, eval_crop(cfg)), cfg.image_size,
+                           cfg.data_root, cfg.download, cfg.skip_bad_images)  # fmt: skip
+    classes = check_classification_splits(train_set, val_set, cfg.data)
+    if cfg.subset is not None:
+        train_set = Subset(train_set, range(min(cfg.subset, len(train_set))))
+    if cfg.val_subset is not None:
+        val_set = Subset(val_set, range(min(cfg.val_subset, len(val_set))))
+    try:
+        model = recipe.build(cfg, encoder_config, weights, classes).to(rt.device)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError | ConfigError):
+            raise
+        raise ConfigError(f"cannot build the classifier: {e}") from None
+    schedule = Schedule.plan(len(train_set), cfg.batch_size, cfg.accum_iter, rt.world_size, cfg.epochs, cfg.warmup,
+                             cfg.blr, cfg.lr, cfg.min_lr, what="the training set")  # fmt: skip
+    optimizer = recipe.optimizer(cfg, model, schedule.peak_lr)
+    autocast, _ = autocast_for(rt.device, cfg.amp)
+    workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
+    settings = {"classifier": model.config, cfg.kind: cfg.to_json()}
+    best_top1, saved = 0.0, {}
+
+    with run:
+        # ---- resume
+        if run.resuming:
+            saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED, cfg.seed)
+            best_top1 = float(saved.get("best_top1", 0.0))
+        first_step = run.progress.step
+        if run.progress.epoch >= cfg.epochs and (run.out / METRICS).exists() and (run.out / FINAL_MODEL).exists():
+            if rt.is_main:
+                print(f"{run.out} had already finished all {cfg.epochs} epochs; nothing to do")
+            return json.loads((run.out / METRICS).read_text())
+        run.write_config(settings)
+
+        started = time.perf_counter()
+        train_inputs, val_inputs, trained, predict = recipe.inputs(cfg, model, train_set, val_set, rt, workers)
+        run.progress.seconds += time.perf_counter() - started
+        sampler = DistributedSampler(train_inputs, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        step = make_train_step(trained, optimizer, loss_fn=recipe.loss(cfg, classes), amp=cfg.amp,
+                               distributed=rt.distributed, accum_iter=cfg.accum_iter)  # fmt: skip
+        if step.scaler is not None and saved.get("scaler"):  # fp16: the loss scale the run had reached
+            step.scaler.load_state_dict(saved["scaler"])
+        tensor_inputs = isinstance(train_inputs, torch.utils.data.TensorDataset)
+
+        def batches(dataset: Dataset, indices=None, seed: int = cfg.seed):
+            size = cfg.batch_size if indices is not None else max(256, cfg.batch_size)
+            loader = make_loader(dataset, size, rt.device, indices, 0 if tensor_inputs else workers, seed)
+            return ((x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)) for x, y in loader)
+
+        def validate() -> dict[str, float]:
+            model.eval()
+            return measure_accuracy(predict, batches(val_inputs), rt.device, autocast)
+
+        if rt.is_main:
+            frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+            tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            print(f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {cfg.checkpoint or 'random initialisation'} "
+                  f"on {cfg.data} ({len(train_inputs)} train / {len(val_set)} val images, {classes} classes), "
+                  f"{tuned / 1e6:.2f}M trained and {frozen / 1e6:.2f}M frozen parameters, {cfg.epochs} epochs x "
+                  f"{schedule.steps_per_epoch} steps, effective batch {schedule.effective_batch}, lr {schedule.peak_lr:.3g}, "
+                  f"on {rt.device}")  # fmt: skip
+
+        # ---- the epochs, each followed by a validation
+        metrics: dict[str, float] = {}
+        while run.progress.epoch < cfg.epochs:
+            p = run.progress
+            indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
+            time_before = p.seconds
+            loss = train_one_epoch(step, batches(train_inputs, indices, seed=cfg.seed * 100_003 + p.epoch), schedule,
+                                   run, images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
+                                   on_step=on_step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")  # fmt: skip
+            if loss is None:  # Ctrl-C, at a step boundary
+                run.save(model, optimizer, step.scaler, settings, {"best_top1": best_top1})
+                print(f"\ninterrupted at step {p.step}; saved {run.checkpoint_path}. Continue with --resume")
+                raise KeyboardInterrupt
+            validation_start = time.perf_counter()
+            metrics = validate()
+            p.seconds += time.perf_counter() - validation_start
+            best_top1 = max(best_top1, metrics["top1"])
+            record = {"epoch": p.epoch + 1, "train_loss": loss, "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                      "val_loss": metrics["loss"], "epoch_time_s": p.seconds - time_before}  # fmt: skip
+            skipped = skipped_images(train_set) + skipped_images(val_set)
+            run.log.write({**record, "skipped_images": skipped} if skipped else record)
+            if rt.is_main:
+                print(f"epoch {p.epoch + 1}: train loss {loss:.4f}, val top-1 {metrics['top1']:.2f}%, "
+                      f"top-5 {metrics['top5']:.2f}%")  # fmt: skip
+            run.end_epoch()
+            if run.progress.epoch % cfg.save_every == 0 or run.progress.epoch == cfg.epochs or run.stop_requested:
+                run.save(model, optimizer, step.scaler, settings, {"best_top1": best_top1})
+            if run.stop_requested and run.progress.epoch < cfg.epochs:
+                print(
+                    f"\ninterrupted after epoch {run.progress.epoch}; saved {run.checkpoint_path}. Continue with --resume"
+                )
+                raise KeyboardInterrupt
+
+        # ---- finish: the final weights and metrics (measured again if a killed run lost them)
+        if not metrics:
+            metrics = validate()
+        summary = {
+            "kind": cfg.kind,
+            "top1": metrics["top1"],
+            "top5": metrics["top5"],
+            "val_loss": metrics["loss"],
+            "best_top1": max(best_top1, metrics["top1"]),
+            "epochs": cfg.epochs,
+            "wall_time_s": run.progress.seconds,
+            "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "data": {
+                "name": cfg.data,
+                "train_images": len(train_inputs),
+                "val_images": len(val_set),
+                "classes": classes,
+            },
+            "hardware": {"device": device_name(rt.device), "processes": rt.world_size, "torch": torch.__version__},
+            "config": cfg.to_json(),
+        }
+        if rt.is_main:
+            if run.progress.step > first_step or not (run.out / FINAL_MODEL).exists():
+                atomic_save({"model": model.state_dict(), "config": settings}, run.out / FINAL_MODEL)
+            atomic_write_json(run.out / METRICS, summary)
+        barrier()
+        return summary

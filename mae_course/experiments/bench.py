@@ -1,0 +1,115 @@
+"""Lessons 08-09: the ``bench`` command, one of three benchmarks of pretraining steps.
+
+    table2   the asymmetric encoder against the encoder with mask tokens, per decoder depth (Table 2)
+    model    images/s, step time, MFU and memory of the fast path, the plain path and the peer
+             (transformers' ViTMAEForPreTraining), per model and batch size
+    e2e      whether the CPU or the GPU data pipeline keeps up with the model
+
+:class:`BenchConfig` holds the command's options (an option left at None takes its suite's
+default); :func:`bench` turns them into the suite's own settings, runs it and writes the JSON
+results, with the output file locked against a second writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import check_types, option
+from ..errors import ConfigError
+from ..model.registry import MODEL_CONFIGS
+from ..safe_files import FolderLock, atomic_write_json
+from ..train.step import AMP_MODES
+from .e2e import PIPELINES, EndToEndConfig, e2e_text, end_to_end
+from .table2 import Table2Config, table2, table2_text
+from .throughput import IMPLEMENTATIONS, ThroughputConfig, throughput, throughput_text
+
+SUITES = ("table2", "model", "e2e")
+T2, TP, E2E = Table2Config(), ThroughputConfig(), EndToEndConfig()
+E2E_GROUP = "e2e suite (one --model and one --batch-size)"
+
+
+@dataclass
+class BenchConfig:
+    suite: str = option("table2", "table2: the asymmetric encoder against the encoder with mask tokens, per decoder "
+                        "depth; model: images/s, step time, MFU and memory of the fast path, the plain path and the peer "
+                        "(transformers' ViTMAEForPreTraining), per model and batch size; e2e: whether the CPU or the GPU "
+                        "data pipeline keeps up with the model", choices=SUITES)  # fmt: skip
+    models: tuple[str, ...] | None = option(None, f"table2: one model (default {T2.model}); model: several (default "
+                                            f"{' '.join(TP.models)})", choices=tuple(MODEL_CONFIGS),
+                                            aliases=("--model",))  # fmt: skip
+    model_overrides: dict[str, Any] | None = option(None, "e.g. a narrower model for a quick check", metavar="JSON")
+    batch_sizes: tuple[int, ...] | None = option(None, f"table2: one (default {T2.batch_size}); model: several (default "
+                                                 f"{' '.join(map(str, TP.batch_sizes))})", aliases=("--batch-size",))  # fmt: skip
+    steps: int | None = option(None, f"timed steps per measurement (default {T2.steps} / {TP.steps})")
+    warmup: int | None = option(None, f"untimed steps first (default {T2.warmup} / {TP.warmup})")
+    mask_ratio: float = option(0.75, "fraction of the patches removed")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: str = option("auto", "table2 and e2e suites", choices=AMP_MODES)
+    compile: bool = option(False, "table2 and e2e suites: torch.compile the models (fast path)")
+    output: str | None = option(None, "where the JSON results go (default runs/bench/SUITE.json)")
+    decoder_depths: tuple[int, ...] = option(T2.decoder_depths, "decoder depths to time", group="table2 suite")
+    implementations: tuple[str, ...] = option(IMPLEMENTATIONS, "the implementations to time", group="model suite",
+                                              choices=IMPLEMENTATIONS)  # fmt: skip
+    peak_tflops: float | None = option(None, "the device's peak dense bf16 TFLOP/s for MFU (default: from the GPU's "
+                                       "datasheet)", group="model suite")  # fmt: skip
+    data: str | None = option(None, "an ImageFolder of JPEGs (default: generate one)", group=E2E_GROUP)
+    generate: int = option(E2E.generate, "images to generate without --data", group=E2E_GROUP)
+    generate_dir: str = option(E2E.generate_dir, "where the generated images go", group=E2E_GROUP)
+    pipelines: tuple[str, ...] = option(PIPELINES, "the data pipelines to measure", group=E2E_GROUP, choices=PIPELINES)
+    image_size: int = option(E2E.image_size, "input side in pixels", group=E2E_GROUP)
+    num_workers: int | None = option(None, "DataLoader workers (default: one per spare core)", group=E2E_GROUP)
+
+    def suite_config(self) -> Table2Config | ThroughputConfig | EndToEndConfig:
+        """The suite's own settings: these options, and the suite's defaults for those left at None."""
+        check_types(self, "bench")
+        if self.suite != "model" and any(v is not None and len(v) != 1 for v in (self.models, self.batch_sizes)):
+            raise ConfigError(f"the {self.suite} suite takes one --model and one --batch-size")
+        common = dict(mask_ratio=self.mask_ratio, device=self.device, model_overrides=self.model_overrides)
+        if self.suite == "table2":
+            cfg: Any = Table2Config(
+                model=self.models[0] if self.models else T2.model, batch_size=self.batch_sizes[0] if self.batch_sizes
+                else T2.batch_size, steps=_or(self.steps, T2.steps), warmup=_or(self.warmup, T2.warmup),
+                decoder_depths=self.decoder_depths, amp=self.amp, compile=self.compile, **common)  # fmt: skip
+        elif self.suite == "e2e":
+            cfg = EndToEndConfig(
+                data=self.data, generate=self.generate, generate_dir=self.generate_dir,
+                model=self.models[0] if self.models else E2E.model, image_size=self.image_size,
+                batch_size=self.batch_sizes[0] if self.batch_sizes else E2E.batch_size, pipelines=self.pipelines,
+                steps=_or(self.steps, E2E.steps), warmup=_or(self.warmup, E2E.warmup), num_workers=self.num_workers,
+                amp=self.amp, compile=self.compile, **common)  # fmt: skip
+        else:
+            cfg = ThroughputConfig(
+                models=self.models or TP.models, batch_sizes=self.batch_sizes or TP.batch_sizes,
+                implementations=self.implementations, steps=_or(self.steps, TP.steps),
+                warmup=_or(self.warmup, TP.warmup), peak_tflops=self.peak_tflops, **common)  # fmt: skip
+        cfg.validate()
+        return cfg
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def output_path(cfg: BenchConfig) -> Path:
+    """Where the results go; refuses a folder, or a parent that is a file, before any measurement."""
+    path = Path(cfg.output or f"runs/bench/{cfg.suite}.json").expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder; give the path of a JSON file")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"--output {path}: {parent} is a file, not a folder")
+    return path
+
+
+def bench(cfg: BenchConfig) -> tuple[dict[str, Any], str, Path]:
+    """Run the chosen suite; returns (results, their table as text, the JSON file written)."""
+    suite = cfg.suite_config()
+    path = output_path(cfg)
+    run, text = {"table2": (table2, table2_text), "model": (throughput, throughput_text),
+                 "e2e": (end_to_end, e2e_text)}[cfg.suite]  # fmt: skip
+    with FolderLock(path.parent, "--output", name=f".{path.name}.lock"):
+        results = run(suite)
+        atomic_write_json(path, results)
+    return results, text(results), path

@@ -1,0 +1,166 @@
+"""Lessons 03-05: named model configurations, the paper's ViT-B/L/H and small ones that
+train on a CPU.
+
+``build_model(name, **overrides)`` is the one way to make a model from a name; the
+factory functions below are shortcuts for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+from ..checkpoint import load_checkpoint, load_weights, state_dict_of
+from ..errors import CheckpointError, ConfigError
+from .mae import MaskedAutoencoder
+from .masking import SAMPLINGS
+
+_PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
+
+MODEL_CONFIGS: dict[str, dict[str, Any]] = {
+    # The paper's models, 224x224 input (Table 3; decoder of Table 1a/1b).
+    "mae_vit_base_patch16": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, **_PAPER_DECODER),
+    "mae_vit_large_patch16": dict(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16, **_PAPER_DECODER),
+    "mae_vit_huge_patch14": dict(img_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, **_PAPER_DECODER),
+    # CPU-sized models for the course's built-in data: an 8x8 grid of patches (64 tokens),
+    # so that 75% masking leaves 16 visible patches, as 49 of 196 do at 224 px.
+    # "mini" trains in minutes on a laptop CPU; "tiny" has ViT-Ti's width (192) for longer runs.
+    "mae_vit_mini_patch4_32": dict(
+        img_size=32, patch_size=4, embed_dim=128, depth=6, num_heads=4,
+        decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3,
+    ),
+    "mae_vit_mini_patch8_64": dict(
+        img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4,
+        decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3,
+    ),
+    "mae_vit_tiny_patch4_32": dict(
+        img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3,
+        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
+    ),
+    "mae_vit_tiny_patch8_64": dict(
+        img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3,
+        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
+    ),
+}  # fmt: skip
+
+
+# What each constructor setting of MaskedAutoencoder may be (the same checks before any model is built).
+_POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
+                  "decoder_depth", "decoder_num_heads")  # fmt: skip
+_BOOLS = ("norm_pix_loss", "mask_token_in_encoder")
+
+
+def check_model_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The named model's settings with ``overrides``, checked; raises ConfigError naming the first bad one.
+
+    Catches what would otherwise fail deep inside the constructor (a division by a zero patch
+    size) or build a broken model silently (a negative decoder depth).
+    """
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    known = set(inspect.signature(MaskedAutoencoder).parameters)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"cannot build model {name}: unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(known))}"
+        )
+    settings = {**MODEL_CONFIGS[name], **overrides}
+    for key, value in settings.items():
+        if key in _POSITIVE_INTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"model setting {key} must be a positive integer, got {value!r}")
+        if key in _BOOLS and not isinstance(value, bool):
+            raise ConfigError(f"model setting {key} must be true or false, got {value!r}")
+    ratio = settings.get("mlp_ratio", 4.0)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (math.isfinite(ratio) and ratio > 0):
+        raise ConfigError(f"model setting mlp_ratio must be a positive number, got {ratio!r}")
+    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+        if settings[width] % settings[heads]:
+            raise ConfigError(f"model setting {width}={settings[width]} is not divisible by {heads}={settings[heads]}")
+    if settings["embed_dim"] % 4 or settings["decoder_embed_dim"] % 4:
+        raise ConfigError("the sine-cosine positional table needs embed_dim and decoder_embed_dim divisible by 4")
+    if settings["img_size"] % settings["patch_size"]:
+        raise ConfigError(f"image size {settings['img_size']} is not divisible by the patch size {settings['patch_size']} "
+                          f"of {name}; use a multiple of {settings['patch_size']}")  # fmt: skip
+    sampling = settings.get("mask_sampling", "random")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown mask sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    return settings
+
+
+def build_model(name: str, **overrides: Any) -> MaskedAutoencoder:
+    """Make the named MAE, with any constructor argument overridden.
+
+    >>> build_model("mae_vit_tiny_patch4_32", norm_pix_loss=True).config["norm_pix_loss"]
+    True
+    """
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    model = MaskedAutoencoder(**{**MODEL_CONFIGS[name], **overrides})
+    model.config["name"] = name
+    return model
+
+
+def mae_vit_base_patch16(**overrides: Any) -> MaskedAutoencoder:
+    """ViT-B/16 encoder (768-d, 12 blocks, 12 heads) with the 512-d, 8-block decoder."""
+    return build_model("mae_vit_base_patch16", **overrides)
+
+
+def mae_vit_large_patch16(**overrides: Any) -> MaskedAutoencoder:
+    """ViT-L/16 encoder (1024-d, 24 blocks, 16 heads) with the 512-d, 8-block decoder."""
+    return build_model("mae_vit_large_patch16", **overrides)
+
+
+def mae_vit_huge_patch14(**overrides: Any) -> MaskedAutoencoder:
+    """ViT-H/14 encoder (1280-d, 32 blocks, 16 heads) with the 512-d, 8-block decoder."""
+    return build_model("mae_vit_huge_patch14", **overrides)
+
+
+def mae_vit_mini_patch4_32(**overrides: Any) -> MaskedAutoencoder:
+    """32x32 images, 4x4 patches, 128-d 6-block encoder, 96-d 2-block decoder: trains in minutes on a CPU."""
+    return build_model("mae_vit_mini_patch4_32", **overrides)
+
+
+def mae_vit_mini_patch8_64(**overrides: Any) -> MaskedAutoencoder:
+    """64x64 images, 8x8 patches, 128-d 6-block encoder, 96-d 2-block decoder."""
+    return build_model("mae_vit_mini_patch8_64", **overrides)
+
+
+def mae_vit_tiny_patch4_32(**overrides: Any) -> MaskedAutoencoder:
+    """32x32 images, 4x4 patches, 192-d 6-block encoder, 128-d 2-block decoder: CPU-sized."""
+    return build_model("mae_vit_tiny_patch4_32", **overrides)
+
+
+def mae_vit_tiny_patch8_64(**overrides: Any) -> MaskedAutoencoder:
+    """64x64 images, 8x8 patches, 192-d 6-block encoder, 128-d 2-block decoder: CPU-sized."""
+    return build_model("mae_vit_tiny_patch8_64", **overrides)
+
+
+def load_model(path: str, name: str | None = None, strict: bool = True, **overrides: Any) -> MaskedAutoencoder:
+    """Build a model and load weights from a checkpoint file.
+
+    The course's own checkpoints carry their model config, so ``load_model("runs/x/model.pth")``
+    is enough. Released MAE files carry none: name the architecture, e.g.
+    ``load_model("mae_visualize_vit_large.pth", "mae_vit_large_patch16")``.
+    """
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.get("config", {}).get("model") if isinstance(checkpoint.get("config"), dict) else None
+    kwargs: dict[str, Any] = {}
+    if config is not None:
+        if not isinstance(config, dict) or not isinstance(config.get("name", ""), str):
+            raise CheckpointError(
+                f"{path} holds a model config that is not a dictionary of settings: {str(config)[:80]}"
+            )
+        kwargs = {k: v for k, v in config.items() if k != "name"}
+        name = name or config.get("name")
+    if name is None:
+        raise CheckpointError(
+            f"{path} carries no model config (a released MAE file?); name the model, "
+            f"e.g. load_model(path, 'mae_vit_large_patch16')"
+        )
+    try:
+        model = build_model(name, **{**kwargs, **overrides})
+    except (ValueError, TypeError) as e:  # a crafted or foreign config: say so in the checkpoint's terms
+        raise CheckpointError(f"{path} holds a model config that does not build ({e})") from None
+    load_weights(model, state_dict_of(checkpoint), strict=strict)
+    return model

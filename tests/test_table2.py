@@ -1,0 +1,36 @@
+import json
+
+from mae_course.cli import main
+from mae_course.experiments.table2 import Table2Config, table2, table2_text
+
+NARROW = {"embed_dim": 32, "depth": 2, "num_heads": 2, "decoder_embed_dim": 16, "decoder_num_heads": 2}
+
+
+def test_table2_times_both_encoders_in_one_run():
+    cfg = Table2Config(
+        model="mae_vit_mini_patch4_32",
+        model_overrides=NARROW,
+        decoder_depths=(2, 1),
+        batch_size=4,
+        steps=1,
+        device="cpu",
+    )
+    results = table2(cfg)
+    assert results["suite"] == "table2"
+    assert [row["decoder_depth"] for row in results["rows"]] == [2, 1]
+    for row in results["rows"]:
+        assert row["asymmetric"]["step_s"] > 0 and row["mask_tokens_in_encoder"]["step_s"] > 0
+        assert row["speedup"] == row["mask_tokens_in_encoder"]["step_s"] / row["asymmetric"]["step_s"]
+        assert row["flop_ratio"] > 1.5  # 65 tokens instead of 17 in the encoder
+    assert (
+        results["rows"][1]["flop_ratio"] > results["rows"][0]["flop_ratio"]
+    )  # a lighter decoder: the encoder weighs more
+    assert "FLOP ratio" in table2_text(results) and results["hardware"]["torch"]
+
+
+def test_bench_from_the_command_line(tmp_path, capsys):
+    args = ["bench", "--model", "mae_vit_mini_patch4_32", "--model-overrides", json.dumps(NARROW), "--decoder-depths", "1",
+            "--batch-size", "2", "--steps", "1", "--warmup", "0", "--device", "cpu", "--output", str(tmp_path / "b.json")]  # fmt: skip
+    assert main(args) == 0
+    assert "speed-up" in capsys.readouterr().out and json.loads((tmp_path / "b.json").read_text())["suite"] == "table2"
+    assert main([*args[:-2], "--steps", "0"]) == 2
