@@ -165,3 +165,35 @@ def test_partial_finetune_needs_a_choice(capsys):
     with pytest.raises(SystemExit):
         main(["partial-finetune"])
     assert "one of the arguments --blocks --mlp-only is required" in capsys.readouterr().err
+
+
+def test_cached_features_live_on_the_cpu_and_are_pinned_only_from_it(tmp_path, mini_mae_checkpoint):
+    """Features cached on a GPU made the loader pin GPU tensors, which PyTorch refuses."""
+    from torch.utils.data import TensorDataset
+
+    from mae_course.data.batches import pins_memory
+    from mae_course.evaluation.linprobe import frozen_features
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    on_cpu = TensorDataset(torch.zeros(4, 8), torch.zeros(4))
+    on_device = TensorDataset(torch.zeros(4, 8, device="meta"), torch.zeros(4, device="meta"))  # any non-CPU device
+    assert pins_memory(on_cpu, cuda) and not pins_memory(on_cpu, cpu) and not pins_memory(on_device, cuda)
+    model = build_model("mae_vit_mini_patch4_32")
+    from mae_course.model.vit import vit_from_mae
+
+    vit = vit_from_mae(model.config, 10)
+    from mae_course.data import BuiltinShapes
+    from mae_course.data.transforms import eval_transform
+
+    images = torch.utils.data.Subset(BuiltinShapes("test", 32, eval_transform(32, 1.0)), range(8))
+    features = frozen_features(vit, images, "val", LinprobeConfig(batch_size=4), workers=0, show=False)
+    assert all(t.device.type == "cpu" for t in features.tensors) and features.tensors[0].shape == (8, 128)
+
+
+def test_the_warmup_fraction_is_a_recorded_setting():
+    """It was a class attribute among the fields, so the saved settings lost it."""
+    from dataclasses import asdict
+
+    assert asdict(LinprobeConfig())["warmup_fraction"] == pytest.approx(1 / 9)
+    assert asdict(FinetuneConfig())["warmup_fraction"] == 0.1
+    assert LinprobeConfig(epochs=90).warmup == pytest.approx(10)

@@ -22,3 +22,22 @@ def test_both_pipelines_are_measured_against_the_model(tmp_path, tiny_overrides)
 
 def test_e2e_suite_refuses_several_models():
     assert main(["bench", "--suite", "e2e", "--models", "mae_vit_base_patch16", "mae_vit_large_patch16"]) == 2
+
+
+def test_no_loader_worker_outlives_its_measurement(tmp_path):
+    """Each measurement ends its DataLoader's workers, even while someone still holds its batches
+    (the next measurement used to start with the previous one's persistent workers alive)."""
+    import multiprocessing
+
+    import torch
+
+    from mae_course.data.jpeg_folder import make_jpeg_folder
+    from mae_course.experiments.e2e import images_per_s, pipeline_batches
+
+    make_jpeg_folder(tmp_path / "jpegs", images=32, workers=0)
+    cfg = EndToEndConfig(data=str(tmp_path / "jpegs"), image_size=32, batch_size=4, num_workers=2, device="cpu")
+    cpu = torch.device("cpu")
+    for pipeline in ("cpu", "gpu"):
+        batches = pipeline_batches(cfg, pipeline, cpu)
+        assert images_per_s(batches, lambda b: None, steps=3, warmup=1, device=cpu) > 0
+        assert multiprocessing.active_children() == [], pipeline

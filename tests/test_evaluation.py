@@ -1,6 +1,7 @@
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from mae_course.cli import main
@@ -59,3 +60,27 @@ def test_evaluate_from_the_command_line(tmp_path, mini_mae_checkpoint, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "linprobe " in out and "results:" in out
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pth"), "--output-dir", str(tmp_path / "x")]) == 2
+
+
+def test_evaluate_refuses_to_mix_two_evaluations_in_one_folder(tmp_path, mini_mae_checkpoint, capsys):
+    """A second evaluate with another checkpoint (or data) used to keep the first one's metrics and
+    write the new checkpoint's name next to them in results.json."""
+    import shutil
+
+    from mae_course.errors import ConfigError
+
+    cfg = EvaluationConfig(checkpoint=str(mini_mae_checkpoint), output_dir=str(tmp_path / "eval"), only=("linprobe",),
+                           linprobe=ONE_EPOCH, **QUICK)  # fmt: skip
+    evaluate_encoder(cfg)
+    other = tmp_path / "other.pth"
+    shutil.copyfile(mini_mae_checkpoint, other)
+    evaluate_encoder(replace(cfg, checkpoint=str(other)))  # the same content elsewhere: the same evaluation
+    retrained = tmp_path / "retrained.pth"
+    state = torch.load(mini_mae_checkpoint, weights_only=True)
+    state["model"]["cls_token"] += 1
+    torch.save(state, retrained)
+    with pytest.raises(ConfigError, match="holds an evaluation with other settings .*checkpoint_file"):
+        evaluate_encoder(replace(cfg, checkpoint=str(retrained)))
+    with pytest.raises(ConfigError, match="subset: 128 there, 64 now"):
+        evaluate_encoder(replace(cfg, subset=64))
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["checkpoint"] == str(other)

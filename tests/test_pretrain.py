@@ -205,3 +205,54 @@ def test_resume_with_more_epochs_says_what_changed(tmp_path, capsys):
     summary = pretrain(small_config(tmp_path, epochs=2, resume="auto"))
     assert summary["steps"] == 12
     assert "resuming with changed settings: epochs 1 -> 2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sampling", ["block", "grid"])
+def test_resume_is_exact_for_block_and_grid_masking(tmp_path, sampling):
+    """Their masks are drawn on the CPU; the reconstruction figure drawn at each save used to draw
+    from the same global generator after its state was saved, so the resumed masks differed."""
+    reference, on_step = recorder()
+    pretrain(small_config(tmp_path / "a", mask_sampling=sampling), on_step=on_step)
+    cfg = small_config(tmp_path / "b", mask_sampling=sampling)
+    first, on_step = recorder(stop_at=8)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, on_step=on_step)
+    rest, on_step = recorder()
+    cfg.resume = "auto"
+    pretrain(cfg, on_step=on_step)
+    assert first + rest == reference
+
+
+def test_a_checkpoint_of_another_process_count_is_reseeded_deterministically(tmp_path, capsys):
+    """The random state of 2 processes cannot be split over 1: the run says so and reseeds from
+    the seed, the process and the step, so that two such resumes agree (it used to carry on silently)."""
+    cfg = small_config(tmp_path, epochs=2)
+    _, on_step = recorder(stop_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, on_step=on_step)
+    path = tmp_path / "run" / "checkpoint-last.pth"
+    ckpt = load_checkpoint(path)
+    ckpt["rng"] = [ckpt["rng"], ckpt["rng"]]  # as saved by a 2-process run
+    torch.save(ckpt, path)
+    runs = []
+    for copy in ("x", "y"):
+        folder = tmp_path / copy
+        folder.mkdir()
+        (folder / "checkpoint-last.pth").write_bytes(path.read_bytes())
+        losses, on_step = recorder()
+        pretrain(small_config(tmp_path, epochs=2, output_dir=str(folder), resume="auto"), on_step=on_step)
+        runs.append(losses)
+        notes = [r["note"] for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines()) if "note" in r]
+        assert len(notes) == 1 and "saved by 2 processes and this run has 1" in notes[0]
+    assert runs[0] == runs[1] and len(runs[0]) == 12 - 3
+    assert "reseeded from seed 0, the process and step 3" in capsys.readouterr().out
+
+
+def test_resume_keeps_the_settings_of_the_earlier_parts(tmp_path):
+    """config.json used to be overwritten by the resumed part's settings."""
+    pretrain(small_config(tmp_path, epochs=1))
+    pretrain(small_config(tmp_path, epochs=2, resume="auto"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["pretrain"]["epochs"] == 2 and config["resumed_at"] == {"epoch": 1, "step": 6}
+    assert [part["pretrain"]["epochs"] for part in config["earlier_parts"]] == [1]
+    assert config["earlier_parts"][0]["git_commit"] and "earlier_parts" not in config["earlier_parts"][0]

@@ -34,3 +34,16 @@ def test_bench_from_the_command_line(tmp_path, capsys):
     assert main(args) == 0
     assert "speed-up" in capsys.readouterr().out and json.loads((tmp_path / "b.json").read_text())["suite"] == "table2"
     assert main([*args[:-2], "--steps", "0"]) == 2
+
+
+def test_decoder_depth_in_the_overrides_is_one_clear_line(tmp_path, capsys):
+    """It used to raise a TypeError (the depth given twice to the model)."""
+    overrides = json.dumps({**NARROW, "decoder_depth": 1})
+    args = ["bench", "--model", "mae_vit_mini_patch4_32", "--model-overrides", overrides, "--batch-size", "2",
+            "--steps", "1", "--warmup", "0", "--device", "cpu", "--output", str(tmp_path / "b.json")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "varies decoder_depth itself (--decoder-depths" in err
+    assert (
+        main([*args[:-2], "--suite", "model", "--implementations", "plain", "--output", str(tmp_path / "m.json")]) == 0
+    )

@@ -62,3 +62,13 @@ def test_bench_model_suite_from_the_command_line(tmp_path, capsys):
     assert "img/s" in capsys.readouterr().out and json.loads((tmp_path / "m.json").read_text())["suite"] == "model"
     assert main([*args, "--steps", "0"]) == 2
     assert main(["bench", "--suite", "table2", "--models", "mae_vit_base_patch16", "mae_vit_large_patch16"]) == 2
+
+
+def test_a_non_finite_loss_while_timing_is_the_course_s_error():
+    import torch
+
+    from mae_course.errors import NonFiniteLossError
+    from mae_course.experiments.throughput import time_steps
+
+    with pytest.raises(NonFiniteLossError, match="the loss became nan while timing the steps"):
+        time_steps(lambda imgs: torch.tensor(float("nan")), torch.zeros(1), steps=1, warmup=0)

@@ -107,7 +107,7 @@ def planned_runs(cfg: EvaluationConfig) -> dict[str, tuple[Callable, Any]]:
 def fixed_settings(cfg: EvaluationConfig) -> dict[str, Any]:
     """What every run of one evaluation shares: the checkpoint (its content, not only its name) and the settings."""
     settings = {name: getattr(cfg, name) for name in (*SHARED, "linprobe", "finetune") if name != "device"}
-    return {"checkpoint": cfg.checkpoint, "checkpoint_file": file_fingerprint(cfg.checkpoint), **settings}
+    return {"checkpoint_file": file_fingerprint(cfg.checkpoint), **settings}
 
 
 def _recorded_in_results(out: Path) -> dict[str, Any] | None:
@@ -119,7 +119,7 @@ def evaluate_encoder(cfg: EvaluationConfig) -> dict[str, Any]:
     """Make every planned run not made yet; returns (and writes) the collected results."""
     cfg.validate()
     runs = planned_runs(cfg)
-    with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "evaluation", _recorded_in_results) as stages:
+    with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "an evaluation", _recorded_in_results) as stages:
         for name, (job, run_config) in runs.items():
             if cfg.only is None or name in cfg.only:
                 stages.run(name, job, run_config, METRICS)

@@ -152,7 +152,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     cfg.validate()
     jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune}
     done_files = {"pretrain": FINAL_MODEL, "linprobe": METRICS, "finetune": METRICS}
-    with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "sweep", _recorded_in_results) as stages:
+    with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "a sweep", _recorded_in_results) as stages:
         for value in cfg.values:
             for stage, run_config in stage_configs(cfg, value).items():
                 stages.run(f"{folder_name(cfg.ablation, value)} {stage}", jobs[stage], run_config, done_files[stage])

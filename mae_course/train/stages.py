@@ -47,7 +47,7 @@ class Stages:
         folder: the command's output folder.
         settings_file: where the shared settings are recorded ("sweep.json", "evaluation.json").
         fixed: the settings every stage shares, as JSON values.
-        command: the command's name, for messages.
+        command: what the folder holds ("a sweep", "an evaluation"), for messages.
         recorded: how to read the settings of a folder written before ``settings_file`` existed
             (returns None when it cannot tell).
     """
@@ -83,7 +83,7 @@ class Stages:
                        for k, v in self.fixed.items() if theirs.get(k) != v]  # fmt: skip
             if changed:
                 raise ConfigError(
-                    f"{self.out} holds a {self.command} with other settings ({'; '.join(changed)}); its finished runs "
+                    f"{self.out} holds {self.command} with other settings ({'; '.join(changed)}); its finished runs "
                     "would be mixed with new ones. Give the same settings to continue it, or another --output-dir"
                 )
         if not path.exists():
