@@ -129,3 +129,25 @@ def image_folder(tmp_path):
         return write_images(root or tmp_path / "images", folder_layout(**layout))
 
     return make
+
+
+def bomb_png(path: Path, side: int = 20_000) -> Path:
+    """A tiny PNG file whose header announces a ``side`` x ``side`` image (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    idat = zlib.compress(b"\x00" * (3 * 64 + 1))  # one row's worth: the rest is missing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def sixteen_bit_png(path: Path, value: int = 32768, size: tuple[int, int] = (48, 40)) -> Path:
+    """A 16-bit grayscale PNG of one ``value`` (0..65535); PIL opens it as mode I;16."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size[::-1], value, dtype=np.uint16)).save(path)
+    return path

@@ -1,6 +1,7 @@
 """``prepare``: a pre-resized JPEG copy of an image folder, on a small ImageNet-like tree made here."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +9,21 @@ from PIL import Image
 
 from mae_course.cli import main
 from mae_course.data.datasets import make_dataset
-from mae_course.data.prepare import REPORT, PrepareConfig, find_jobs, output_name, prepare, summary_text, target_size
+from mae_course.data.prepare import (
+    REPORT,
+    SETTINGS,
+    PrepareConfig,
+    find_jobs,
+    output_name,
+    prepare,
+    summary_text,
+    target_size,
+)
 from mae_course.data.transforms import eval_transform
 from mae_course.errors import ConfigError, DataError
 from tests.conftest import photo, write_images
 
+BOOKKEEPING = (REPORT, SETTINGS, ".lock")
 # relative path -> (width, height) of the input; "large" ones have a shorter side above 256
 LARGE = {
     "train/n01/a.JPEG": (500, 375),
@@ -41,7 +52,8 @@ def corrupt(root, relative="train/n01/broken.JPEG"):
 
 
 def outputs(dst):
-    return {p.relative_to(dst).as_posix(): p for p in dst.rglob("*") if p.is_file() and p.name != REPORT}
+    """The images prepare wrote (not its report, its settings or its lock)."""
+    return {p.relative_to(dst).as_posix(): p for p in dst.rglob("*") if p.is_file() and p.name not in BOOKKEEPING}
 
 
 def test_sizes_formats_and_relative_paths(src, tmp_path):
@@ -98,7 +110,7 @@ def test_an_interrupted_write_leaves_no_partial_file(src, tmp_path, monkeypatch)
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(KeyboardInterrupt):
         prepare(PrepareConfig(str(src), str(dst), workers=0), progress=False)
-    assert [p.name for p in dst.rglob("*") if p.is_file()] == []  # neither a JPEG nor a temporary file
+    assert [p.name for p in dst.rglob("*") if p.is_file() and p.name not in BOOKKEEPING] == []  # no JPEG, no temporary
 
 
 def test_parallel_workers_give_the_same_result(src, tmp_path):
@@ -133,7 +145,7 @@ def test_the_command_line(src, tmp_path, capsys):
         assert out.size == (171, 128)
 
     corrupt(src)
-    assert main([*argv[:3], "--workers", "0"]) == 2
+    assert main(argv) == 2
     assert "broken.JPEG" in capsys.readouterr().err
     assert main([*argv, "--skip-bad-images"]) == 0
     assert "1 bad" in capsys.readouterr().out
@@ -163,3 +175,61 @@ def test_settings_and_paths_are_checked(src, tmp_path):
     (src / "val/n01/e.jpg").write_bytes((src / "train/n01/a.JPEG").read_bytes())  # e.png and e.jpg collide
     with pytest.raises(DataError, match="would both be written"):
         find_jobs(src, tmp_path / "dst")
+
+
+def test_only_its_own_temporary_files_are_deleted(src, tmp_path):
+    """Every '.*.part' anywhere under DST used to be deleted, a user's own files included."""
+    dst = tmp_path / "dst"
+    prepare(PrepareConfig(str(src), str(dst), workers=0), progress=False)
+    (dst / "val/n01/e.jpg").unlink()
+    stale = dst / "val/n01/.e.jpg.4242.part"  # a killed prepare's half-written output
+    stale.write_bytes(b"half")
+    mine = [dst / "train/n01/.notes.part", dst / "train/.a.JPEG.4242.part", dst / "val/n01/.e.jpg.draft.part"]
+    for path in mine:
+        path.write_text("a user's file")
+    summary = prepare(PrepareConfig(str(src), str(dst), workers=0), progress=False)
+    assert summary["written"] == 1 and not stale.exists()
+    assert all(path.read_text() == "a user's file" for path in mine)
+
+
+def test_a_copy_with_other_settings_is_refused_unless_overwritten(src, tmp_path, capsys):
+    """A rerun with another --short-side kept the old outputs and reported the new settings."""
+    dst = tmp_path / "dst"
+    prepare(PrepareConfig(str(src), str(dst), short_side=128, workers=0), progress=False)
+    with pytest.raises(ConfigError, match="other settings \\(short_side 128 there, 64 now\\).*--overwrite"):
+        prepare(PrepareConfig(str(src), str(dst), short_side=64, workers=0), progress=False)
+    summary = prepare(PrepareConfig(str(src), str(dst), short_side=64, workers=0, overwrite=True), progress=False)
+    assert summary["written"] == 9 and summary["skipped_done"] == 0
+    with Image.open(dst / "train/n01/a.JPEG") as out:
+        assert min(out.size) == 64
+    assert json.loads((dst / SETTINGS).read_text()) == {"short_side": 64, "quality": 90}
+    assert main(["prepare", str(src), str(dst), "--short-side", "32", "--workers", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_symlink_loop_is_walked_once_and_a_fifo_is_skipped(src, tmp_path):
+    """A loop turned 2 images into 82 outputs; a FIFO named .jpg made prepare wait forever."""
+    import os
+
+    (src / "train/n01/loop").symlink_to(src / "train")  # train/n01/loop/n01/loop/... without end
+    os.mkfifo(src / "train/n02/pipe.jpg")
+    (src / "train/n02/dangling.jpg").symlink_to(src / "nowhere.jpg")
+    found = find_jobs(src, tmp_path / "dst")
+    assert len(found.jobs) == 9 and sorted(Path(p).name for p in found.not_files) == ["dangling.jpg", "pipe.jpg"]
+    summary = prepare(PrepareConfig(str(src), str(tmp_path / "dst"), workers=0), progress=False)
+    assert summary["written"] == 9 and summary["not_files"] == 2
+    assert "2 not regular files" in summary_text(summary)
+
+
+def test_sixteen_bit_images_and_decompression_bombs(src, tmp_path):
+    """16-bit grayscale turned white (convert('RGB') clips at 255); a bomb header was a traceback."""
+    from tests.conftest import bomb_png, sixteen_bit_png
+
+    sixteen_bit_png(src / "train/n01/deep.png", value=32768)
+    bomb = bomb_png(src / "train/n02/bomb.png")
+    with pytest.raises(DataError, match="bomb.png: .*decompression bomb"):
+        prepare(PrepareConfig(str(src), str(tmp_path / "dst"), workers=0), progress=False)
+    summary = prepare(PrepareConfig(str(src), str(tmp_path / "dst"), workers=0, skip_bad_images=True), progress=False)
+    assert [entry["path"] for entry in summary["bad_files"]] == [str(bomb)]
+    with Image.open(tmp_path / "dst/train/n01/deep.jpg") as out:
+        assert out.mode == "RGB" and abs(np.asarray(out).mean() - 128) < 1.5  # 32768 / 256, not 255

@@ -20,10 +20,16 @@ Pretraining at 224 px crops a RandomResizedCrop of at least 20% of the image, so
 shorter side loses little: the crops are resized down to 224 anyway.
 
 The command can be stopped and run again: a file whose output exists is skipped (outputs are
-written to a temporary file and renamed, so an interrupted write never leaves half a JPEG; stale
-temporary files are removed at the next start). Run one ``prepare`` per DST at a time. An
-unreadable input file stops the command with its name, or, with ``skip_bad_images``, is counted
-and listed in DST/prepare_report.json (which every run writes, with its summary).
+written to a temporary file named after the output and the process, ``.NAME.PID.part``, and
+renamed, so an interrupted write never leaves half a JPEG; the next start deletes those of its
+own outputs, and nothing else of DST). DST is locked while ``prepare`` writes it, and its
+settings are recorded in DST/prepare_settings.json: a rerun with another ``--short-side`` or
+``--quality`` is refused, unless ``--overwrite`` rewrites every output. Each real folder of SRC
+is walked once (a symbolic link that loops is not followed again) and only regular files are
+read (a FIFO or a socket named like an image is skipped and counted). An unreadable input file
+(a decompression bomb among them) stops the command with its name, or, with
+``skip_bad_images``, is counted and listed in DST/prepare_report.json (which every run writes,
+with its summary). 16-bit images are scaled to 8 bits, not clipped.
 
 Disk arithmetic for ImageNet-1K (1,281,167 train + 50,000 val = 1,331,167 images). The originals
 are about 140 GB (the ILSVRC2012 train archive alone is about 138 GB), more than a 64 GB disk
@@ -41,22 +47,28 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import stat
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from tqdm.auto import tqdm
 
 from ..config import option
 from ..errors import ConfigError, DataError
+from ..safe_files import FolderLock, atomic_write_json
+from .image_files import UNREADABLE, check_size, to_rgb
 
 REPORT = "prepare_report.json"
+SETTINGS = "prepare_settings.json"
 JPEG_SUFFIXES = (".jpg", ".jpeg")  # compared lower-case: .JPEG (ImageNet's) is kept as it is
 IMAGENET_1K_IMAGES = 1_281_167 + 50_000  # train + val
 WRITTEN = ("resized", "copied", "converted")  # how an output came to be written (see prepare_one)
@@ -73,6 +85,8 @@ class PrepareConfig:
     workers: int | None = option(None, "processes; 0: in this one; None: one per CPU core")
     skip_bad_images: bool = option(False, "count unreadable files and list them in DST/prepare_report.json instead "
                                    "of stopping")  # fmt: skip
+    overwrite: bool = option(False, "rewrite every output, even those already there (e.g. for another --short-side "
+                             "or --quality)")  # fmt: skip
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting."""
@@ -108,22 +122,41 @@ def output_name(name: str) -> str:
     return name if path.suffix.lower() in JPEG_SUFFIXES else path.with_name(path.stem + ".jpg").as_posix()
 
 
-def find_jobs(src: str | Path, dst: str | Path) -> list[Job]:
-    """Every image file under ``src`` (torchvision's image extensions, any depth), sorted, with its output path."""
+class Found(NamedTuple):
+    jobs: list[Job]  # every image file, sorted, with its output path
+    not_files: list[str]  # paths named like images that are not regular files (FIFOs, sockets, broken links)
+
+
+def find_jobs(src: str | Path, dst: str | Path) -> Found:
+    """Every image file under ``src`` (torchvision's image extensions, any depth), sorted, with its
+    output path. Each real folder is walked once, however many links lead to it."""
     src, dst = Path(src), Path(dst)
-    jobs, outputs = [], {}
+    jobs, outputs, not_files, seen = [], {}, [], set()
     for folder, dirs, files in os.walk(src, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already walked (a loop, or a second way in)
+            dirs.clear()
+            continue
+        seen.add(real)
         dirs.sort()
         relative = Path(folder).relative_to(src)
         for name in sorted(files):
             if not has_file_allowed_extension(name, IMG_EXTENSIONS):
                 continue
+            path = Path(folder) / name
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:  # a broken link
+                regular = False
+            if not regular:
+                not_files.append(str(path))
+                continue
             out = dst / relative / output_name(name)
             if out in outputs:
-                raise DataError(f"{outputs[out]} and {Path(folder) / name} would both be written to {out}; rename one")
-            outputs[out] = Path(folder) / name
-            jobs.append(Job(str(Path(folder) / name), str(out)))
-    return jobs
+                raise DataError(f"{outputs[out]} and {path} would both be written to {out}; rename one")
+            outputs[out] = path
+            jobs.append(Job(str(path), str(out)))
+    return Found(jobs, not_files)
 
 
 def target_size(width: int, height: int, short_side: int) -> tuple[int, int] | None:
@@ -138,14 +171,18 @@ def target_size(width: int, height: int, short_side: int) -> tuple[int, int] | N
     return max(1, round(width * scale)), short_side
 
 
-def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
+def prepare_one(job: Job, short_side: int, quality: int, overwrite: bool = False) -> Outcome:
     """Write one output (see the module docstring); never raises for a bad input: returns "bad"."""
     src, dst = Path(job.src), Path(job.dst)
-    if dst.exists():
+    if dst.exists() and not overwrite:
         return Outcome("done", job.src, 0, dst.stat().st_size)
     bytes_in = src.stat().st_size
     try:
-        with Image.open(src) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(src)
+        with img:
+            check_size(*img.size, str(src))
             size = target_size(*img.size, short_side)
             if size is None and img.format == "JPEG" and img.mode == "RGB":
                 img.load()  # decode it all: a truncated or corrupt file is caught here, not in training
@@ -153,11 +190,11 @@ def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
             else:
                 if size is not None and img.format == "JPEG":
                     img.draft(None, size)  # let libjpeg decode at 1/2, 1/4 or 1/8 scale when still >= size
-                image = img.convert("RGB")
+                image = to_rgb(img)
                 if size is not None:
                     image = image.resize(size, Image.Resampling.BICUBIC)
                 status = "resized" if size is not None else "converted"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (*UNREADABLE, Image.DecompressionBombWarning, DataError) as e:
         return Outcome("bad", job.src, bytes_in, 0, str(e) or type(e).__name__)
 
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -173,12 +210,12 @@ def prepare_one(job: Job, short_side: int, quality: int) -> Outcome:
     return Outcome(status, job.src, bytes_in, dst.stat().st_size)
 
 
-def _prepare_one(args: tuple[Job, int, int]) -> Outcome:
+def _prepare_one(args: tuple[Job, int, int, bool]) -> Outcome:
     return prepare_one(*args)
 
 
 def _outcomes(jobs: list[Job], cfg: PrepareConfig) -> Iterator[Outcome]:
-    tasks = [(job, cfg.short_side, cfg.quality) for job in jobs]
+    tasks = [(job, cfg.short_side, cfg.quality, cfg.overwrite) for job in jobs]
     workers = cfg.workers if cfg.workers is not None else _cpu_count()
     if workers <= 1:
         yield from map(_prepare_one, tasks)
@@ -192,12 +229,40 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def remove_stale_parts(dst: Path) -> int:
-    """Delete the temporary files an interrupted run left under ``dst``; returns how many."""
-    stale = list(dst.rglob(".*.part")) if dst.is_dir() else []
-    for part in stale:
-        part.unlink(missing_ok=True)
-    return len(stale)
+PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.part$")
+
+
+def remove_stale_parts(jobs: list[Job]) -> int:
+    """Delete the temporary files (``.NAME.PID.part``) that interrupted runs left beside these
+    jobs' outputs; nothing else is touched. Returns how many."""
+    outputs: dict[Path, set[str]] = {}
+    for job in jobs:
+        out = Path(job.dst)
+        outputs.setdefault(out.parent, set()).add(out.name)
+    removed = 0
+    for folder, names in outputs.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            match = PART.match(entry.name)
+            if match and match["name"] in names and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def check_settings(cfg: PrepareConfig, dst: Path) -> None:
+    """Refuse to add to a copy made with another size or quality (unless overwriting it); record them."""
+    mine = {"short_side": cfg.short_side, "quality": cfg.quality}
+    recorded = next((p for p in (dst / SETTINGS, dst / REPORT) if p.exists()), None)
+    if recorded is not None and not cfg.overwrite:
+        saved = json.loads(recorded.read_text())
+        theirs = saved if recorded.name == SETTINGS else {k: saved["settings"][k] for k in mine}
+        changed = [f"{k} {theirs.get(k)} there, {v} now" for k, v in mine.items() if theirs.get(k) != v]
+        if changed:
+            raise ConfigError(f"{dst} holds a copy made with other settings ({'; '.join(changed)}); give the same "
+                              "settings to continue it, --overwrite to rewrite every image, or another DST")  # fmt: skip
+    atomic_write_json(dst / SETTINGS, mine)
 
 
 def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
@@ -206,12 +271,21 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     cfg.validate()
     start = time.perf_counter()
     src, dst = Path(cfg.src).expanduser(), Path(cfg.dst).expanduser()
-    jobs = find_jobs(src, dst)
+    jobs, not_files = find_jobs(src, dst)
     if not jobs:
         raise DataError(f"no image files under {src} (looked for {', '.join(IMG_EXTENSIONS)})")
-    dst.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(dst)
+    with FolderLock(dst, "DST"):
+        check_settings(cfg, dst)
+        remove_stale_parts(jobs)
+        summary = _prepare_all(cfg, jobs, progress)
+        summary.update(src=str(src), dst=str(dst), not_files=len(not_files), not_files_list=not_files,
+                       seconds=round(time.perf_counter() - start, 2))  # fmt: skip
+        atomic_write_json(dst / REPORT, summary)
+    return summary
 
+
+def _prepare_all(cfg: PrepareConfig, jobs: list[Job], progress: bool) -> dict[str, Any]:
+    """Prepare every job (in parallel); the summary of what happened."""
     counts: Counter[str] = Counter()
     bytes_in = bytes_out = bytes_done = 0
     bad: list[dict[str, str]] = []
@@ -236,9 +310,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
     prepared = len(jobs) - len(bad)
     mean_bytes = (bytes_out + bytes_done) / max(1, prepared)
-    summary = {
-        "src": str(src),
-        "dst": str(dst),
+    return {
         "settings": asdict(cfg),
         "images": len(jobs),
         "written": sum(counts[s] for s in WRITTEN),
@@ -250,13 +322,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
         "dst_bytes": bytes_out + bytes_done,  # all prepared images in DST
         "mean_bytes_per_image": round(mean_bytes),
         "projected_imagenet_1k_bytes": round(mean_bytes * IMAGENET_1K_IMAGES),
-        "seconds": round(time.perf_counter() - start, 2),
         "bad_files": bad,
     }
-    part = dst / f".{REPORT}.part"
-    part.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(part, dst / REPORT)
-    return summary
 
 
 def _size(n: float) -> str:
@@ -270,6 +337,8 @@ def _size(n: float) -> str:
 def summary_text(summary: dict[str, Any]) -> str:
     """The summary of :func:`prepare` in a few lines, for people."""
     bad = f", {summary['bad']} bad (listed in {Path(summary['dst']) / REPORT})" if summary["bad"] else ""
+    if summary.get("not_files"):
+        bad += f", {summary['not_files']} not regular files (FIFOs, sockets, broken links) skipped"
     return "\n".join(
         [
             f"prepared {summary['dst']}: {summary['written']} images written ({summary['resized']} resized, "
