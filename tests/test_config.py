@@ -24,7 +24,7 @@ OPTIONS = {
     "evaluate": "--baselines --checkpoint --data --data-root --device --finetune --image-size --linprobe --model --no-baselines --no-partial-mlp --only --output-dir --partial-blocks --partial-mlp --seed --subset --val-subset",
     "sweep": "--ablation --data --data-root --device --finetune --image-size --linprobe --output-dir --pretrain --ratios --seed --stages --values",
     "bench": "--amp --batch-size --batch-sizes --compile --data --decoder-depths --device --generate --generate-dir --image-size --implementations --mask-ratio --model --model-overrides --models --num-workers --output --peak-tflops --pipelines --steps --suite --warmup",
-    "prepare": "--quality --short-side --skip-bad-images --workers",
+    "prepare": "--overwrite --quality --short-side --skip-bad-images --workers",  # --overwrite: new (issue 12)
 }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -87,12 +88,17 @@ class EncodedImageFolder(ImageFolder):
 
 
 def announced_size(data: torch.Tensor, name: str) -> None:
-    """Refuse a file whose header announces too many pixels (a decompression bomb); only the
-    header is parsed. Files PIL cannot parse are left to the decoders, which report them."""
+    """Refuse a file whose header announces too many pixels (a decompression bomb) before any
+    decoder allocates them (torchvision's PNG decoder crashes on one). Only the header is parsed;
+    files PIL cannot parse are left to the decoders, which report them."""
     try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
-            size = img.size
-    except (*UNREADABLE, Image.DecompressionBombWarning):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_size below decides
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+                size = img.size
+    except Image.DecompressionBombError as e:
+        raise DataError(f"cannot read image {name}: {e}") from None
+    except UNREADABLE:
         return
     check_size(*size, name)
 
@@ -141,8 +147,13 @@ def decode_on_cpu(data: torch.Tensor) -> torch.Tensor:
     """Decode any image file's bytes (L,) uint8 to (3, H, W) uint8 on the CPU.
 
     torchvision's decoders first (JPEG, PNG, WebP, GIF), then PIL for the rest of what the CPU
-    pipeline reads (BMP, TIFF, ...). Raises ``ValueError`` when neither can.
+    pipeline reads (BMP, TIFF, ...). Raises ``ValueError`` when neither can, or when the header
+    announces a decompression bomb.
     """
+    try:
+        announced_size(data, "the file")
+    except DataError as e:
+        raise ValueError(str(e).removeprefix("cannot read image the file: ")) from None
     try:
         with quiet_torchvision_io():
             image = decode_image(data, mode=ImageReadMode.RGB)
