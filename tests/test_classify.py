@@ -197,3 +197,30 @@ def test_the_warmup_fraction_is_a_recorded_setting():
     assert asdict(LinprobeConfig())["warmup_fraction"] == pytest.approx(1 / 9)
     assert asdict(FinetuneConfig())["warmup_fraction"] == 0.1
     assert LinprobeConfig(epochs=90).warmup == pytest.approx(10)
+
+
+def test_a_finished_run_keeps_its_metrics_and_a_lost_one_is_measured_again(tmp_path, mini_mae_checkpoint, capsys):
+    """Resuming a finished fine-tune rewrote metrics.json with a wall time of about 0 s."""
+    cfg = FinetuneConfig(output_dir=str(tmp_path / "ft"), checkpoint=str(mini_mae_checkpoint), **{**FAST, "epochs": 1})
+    first = finetune(cfg)
+    path = tmp_path / "ft" / "metrics.json"
+    written = path.read_bytes()
+    cfg.resume = "auto"
+    assert finetune(cfg) == first and path.read_bytes() == written
+    assert "nothing to do" in capsys.readouterr().out
+    path.unlink()
+    again = finetune(cfg)
+    assert again["top1"] == first["top1"] and again["wall_time_s"] == first["wall_time_s"] > 0.1
+    assert again["best_top1"] == first["best_top1"]
+
+
+def test_one_class_or_mismatched_classes_are_refused(tmp_path, image_folder, capsys):
+    """A one-class folder gave 100% top-1; val classes that differ from train's would mean other labels."""
+    one = image_folder(tmp_path / "one", classes=("cat",))
+    args = ["--subset", "8", "--batch-size", "4", "--epochs", "1", "--image-size", "16", "--device", "cpu"]
+    assert main(["linprobe", "--data", str(one), "--output-dir", str(tmp_path / "a"), *args]) == 2
+    assert "has 1 class (cat): a classifier needs at least two" in capsys.readouterr().err
+    mixed = image_folder(tmp_path / "mixed")
+    (mixed / "val" / "dog").rename(mixed / "val" / "cow")
+    assert main(["finetune", "--data", str(mixed), "--output-dir", str(tmp_path / "b"), *args]) == 2
+    assert "only in train: ['dog']; only in val: ['cow']" in capsys.readouterr().err

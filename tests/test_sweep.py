@@ -169,3 +169,17 @@ def test_measured_and_paper_axes_share_their_scale():
     spans = [ax.get_ylim()[1] - ax.get_ylim()[0] for ax in (main_axis, twin)]
     assert spans[0] == pytest.approx(spans[1]) and spans[0] >= 6.0
     assert twin.get_ylim()[0] < 84.8 and twin.get_ylim()[1] > 84.9
+
+
+def test_a_stage_that_lost_its_model_is_finished_on_the_next_run(tmp_path, capsys):
+    """A pretraining stage killed while writing model.pth made every rerun of the sweep fail: the
+    stage said 'already finished' and the probe found no model."""
+    cfg = SweepConfig(output_dir=str(tmp_path), values=(0.75,), stages=("pretrain", "linprobe"), **QUICK)
+    sweep(cfg)
+    stage = tmp_path / "mask_ratio=0.75"
+    (stage / "pretrain" / "model.pth").unlink()
+    (stage / "linprobe" / "metrics.json").unlink()
+    results = sweep(cfg)
+    out = capsys.readouterr().out
+    assert "mask_ratio=0.75 pretrain: resuming" in out and "wrote the missing model.pth" in out
+    assert (stage / "pretrain" / "model.pth").exists() and "linprobe" in results["runs"]["0.75"]

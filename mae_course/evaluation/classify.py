@@ -182,7 +182,8 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
 
         started = time.perf_counter()
         train_inputs, val_inputs, trained, predict = recipe.inputs(cfg, model, train_set, val_set, rt, workers)
-        run.progress.seconds += time.perf_counter() - started
+        if run.progress.epoch < cfg.epochs:  # the cached features' time is part of the training
+            run.progress.seconds += time.perf_counter() - started
         sampler = DistributedSampler(train_inputs, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         step = make_train_step(trained, optimizer, loss_fn=recipe.loss(cfg, classes), amp=cfg.amp,
                                distributed=rt.distributed, accum_iter=cfg.accum_iter)  # fmt: skip
