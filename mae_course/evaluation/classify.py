@@ -218,29 +218,23 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             loss = train_one_epoch(step, batches(train_inputs, indices, seed=cfg.seed * 100_003 + p.epoch), schedule,
                                    run, images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
                                    on_step=on_step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")  # fmt: skip
-            if loss is None:  # Ctrl-C, at a step boundary
+            if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary): validate
+                validation_start = time.perf_counter()
+                metrics = validate()
+                p.seconds += time.perf_counter() - validation_start
+                best_top1 = max(best_top1, metrics["top1"])
+                record = {"epoch": p.epoch + 1, "train_loss": loss, "val_top1": metrics["top1"],
+                          "val_top5": metrics["top5"], "val_loss": metrics["loss"],
+                          "epoch_time_s": p.seconds - time_before}  # fmt: skip
+                skipped = skipped_images(train_set) + skipped_images(val_set)
+                run.log.write({**record, "skipped_images": skipped} if skipped else record)
+                if rt.is_main:
+                    print(f"epoch {p.epoch + 1}: train loss {loss:.4f}, val top-1 {metrics['top1']:.2f}%, "
+                          f"top-5 {metrics['top5']:.2f}%")  # fmt: skip
+                run.end_epoch()
+            if run.save_due(cfg.save_every, cfg.epochs):
                 run.save(model, optimizer, step.scaler, settings, {"best_top1": best_top1})
-                print(f"\ninterrupted at step {p.step}; saved {run.checkpoint_path}. Continue with --resume")
-                raise KeyboardInterrupt
-            validation_start = time.perf_counter()
-            metrics = validate()
-            p.seconds += time.perf_counter() - validation_start
-            best_top1 = max(best_top1, metrics["top1"])
-            record = {"epoch": p.epoch + 1, "train_loss": loss, "val_top1": metrics["top1"], "val_top5": metrics["top5"],
-                      "val_loss": metrics["loss"], "epoch_time_s": p.seconds - time_before}  # fmt: skip
-            skipped = skipped_images(train_set) + skipped_images(val_set)
-            run.log.write({**record, "skipped_images": skipped} if skipped else record)
-            if rt.is_main:
-                print(f"epoch {p.epoch + 1}: train loss {loss:.4f}, val top-1 {metrics['top1']:.2f}%, "
-                      f"top-5 {metrics['top5']:.2f}%")  # fmt: skip
-            run.end_epoch()
-            if run.progress.epoch % cfg.save_every == 0 or run.progress.epoch == cfg.epochs or run.stop_requested:
-                run.save(model, optimizer, step.scaler, settings, {"best_top1": best_top1})
-            if run.stop_requested and run.progress.epoch < cfg.epochs:
-                print(
-                    f"\ninterrupted after epoch {run.progress.epoch}; saved {run.checkpoint_path}. Continue with --resume"
-                )
-                raise KeyboardInterrupt
+            run.stop_if_requested(cfg.epochs)
 
         # ---- finish: the final weights and metrics (measured again if a killed run lost them)
         if not metrics:

@@ -106,6 +106,13 @@ def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def sum_across_ranks(value: float, device: torch.device) -> float:
+    """The sum of a number over all processes (itself when not distributed)."""
+    return mean_across_ranks(torch.tensor(float(value), device=device)).item() * (
+        dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    )
+
+
 def everyone(ok: bool) -> bool:
     """True when ``ok`` is true in every process (an all-reduce; ``ok`` itself in one process).
 

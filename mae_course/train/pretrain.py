@@ -37,7 +37,7 @@ from ..figures import loss_curve_figure, save_figure
 from ..model.masking import SAMPLINGS, num_kept
 from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
 from ..seeing.reconstruction import reconstruction_figure
-from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, mean_across_ranks, shutdown
+from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
 from .recipe import OPTIMIZER_IMPLS, Schedule, make_adamw
 from .run import FINAL_MODEL, Run
@@ -180,24 +180,16 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                 time_before = p.seconds
                 loss = train_one_epoch(step, batches, schedule, run, images_per_micro=cfg.batch_size * rt.world_size,
                                        log_every=cfg.log_every, on_step=on_step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")  # fmt: skip
-                if loss is None:  # Ctrl-C, at a step boundary
+                if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
+                    skipped = round(sum_across_ranks(images.skipped(), rt.device)) if cfg.skip_bad_images else 0
+                    record = {"epoch": p.epoch + 1, "train_loss": loss, "epoch_time_s": p.seconds - time_before}
+                    run.log.write({**record, "skipped_images": skipped} if skipped else record)
+                    if skipped and rt.is_main:
+                        print(f"note: {skipped} unreadable images skipped so far (each is named in the warnings above)")
+                    run.end_epoch()
+                if run.save_due(cfg.save_every, cfg.epochs):
                     save()
-                    print(f"\ninterrupted at step {p.step}; saved {run.checkpoint_path}. Continue with --resume")
-                    raise KeyboardInterrupt
-                record = {"epoch": p.epoch + 1, "train_loss": loss, "epoch_time_s": p.seconds - time_before}
-                skipped = round(mean_across_ranks(torch.tensor(float(images.skipped()), device=rt.device)).item()
-                                * rt.world_size) if cfg.skip_bad_images else 0  # fmt: skip
-                run.log.write({**record, "skipped_images": skipped} if skipped else record)
-                if skipped and rt.is_main:
-                    print(f"note: {skipped} unreadable images skipped so far (each is named in the warnings above)")
-                run.end_epoch()
-                if run.progress.epoch % cfg.save_every == 0 or run.progress.epoch == cfg.epochs or run.stop_requested:
-                    save()
-                if run.stop_requested and run.progress.epoch < cfg.epochs:
-                    print(
-                        f"\ninterrupted after epoch {run.progress.epoch}; saved {run.checkpoint_path}. Continue with --resume"
-                    )
-                    raise KeyboardInterrupt
+                run.stop_if_requested(cfg.epochs)
 
             # ---- finish: write every final file that is missing (a run killed while finishing lost some)
             trained = run.progress.step > first_step

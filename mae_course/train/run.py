@@ -40,7 +40,7 @@ from ..checkpoint import atomic_save, load_checkpoint, load_weights
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..provenance import provenance
 from ..safe_files import FolderLock, atomic_write_json, remove_stale_temporaries
-from .distributed import Runtime, barrier, everyone
+from .distributed import Runtime, everyone
 
 CHECKPOINT = "checkpoint-last.pth"
 FINAL_MODEL = "model.pth"
@@ -352,13 +352,13 @@ class Run:
         p = self.progress
         p.epoch, p.micro_in_epoch, p.epoch_loss_sum, p.epoch_loss_count = p.epoch + 1, 0, 0.0, 0
 
-    def finished_file(self, name: str) -> Path | None:
-        """``out/name`` if it still has to be written (the main process finishes a run), else None."""
-        path = self.out / name
-        return path if self.rt.is_main else None
+    def save_due(self, save_every: int, epochs: int) -> bool:
+        """Whether to save now: every ``save_every`` epochs, at the end, and when Ctrl-C stopped the run."""
+        epoch = self.progress.epoch
+        return self.stop_requested or epoch % save_every == 0 or epoch == epochs
 
-
-def barrier_then(value: Any) -> Any:
-    """Wait for every process, then return ``value`` (the last line of a job)."""
-    barrier()
-    return value
+    def stop_if_requested(self, epochs: int) -> None:
+        """After Ctrl-C (and the checkpoint saved at that step): say how to continue, then stop."""
+        if self.stop_requested and self.progress.epoch < epochs:
+            print(f"\ninterrupted at step {self.progress.step}; saved {self.checkpoint_path}. Continue with --resume")
+            raise KeyboardInterrupt
