@@ -15,8 +15,10 @@ The reference implementation the lessons converge to, one folder per part of the
     seeing/       lesson 06: reconstructions, the masking explorer, the released checkpoints
     checks/       the automatic checks of the exercises (checks/<module>.py checks that module)
 
-and, beside them, ``figures`` (the lessons' drawings), ``checkpoint`` (safe saving and loading),
-``errors``, ``provenance``, ``lesson`` and ``cli`` (``python -m mae_course``).
+and, beside them, ``config`` (every job's settings, defined once; the command line is generated
+from them), ``checkpoint`` (safe loading, atomic saving), ``safe_files`` (atomic writes, folder
+locks), ``figures`` (the lessons' drawings), ``errors``, ``provenance``, ``lesson`` and ``cli``
+(``python -m mae_course``).
 """
 
 from .checkpoint import load_checkpoint, load_weights

@@ -5,7 +5,6 @@ step         lesson 09   the fast step: mixed precision, fused AdamW, compile, D
 engine       lessons 05, 07   the one epoch loop of every job
 run          lesson 05   the run folder: lock, log, checkpoints with RNG state, Ctrl-C
 stages       lessons 07-08   several jobs in a row, resumable (evaluate, sweep)
-config       the settings of every job, from which the command line is generated
 distributed  lesson 09   one process or many
 pretrain     lesson 05   the pretraining job: ``python -m mae_course pretrain``
 """
