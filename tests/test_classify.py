@@ -224,3 +224,14 @@ def test_one_class_or_mismatched_classes_are_refused(tmp_path, image_folder, cap
     (mixed / "val" / "dog").rename(mixed / "val" / "cow")
     assert main(["finetune", "--data", str(mixed), "--output-dir", str(tmp_path / "b"), *args]) == 2
     assert "only in train: ['dog']; only in val: ['cow']" in capsys.readouterr().err
+
+
+def test_validation_every_few_epochs_and_always_at_the_end(tmp_path, mini_mae_checkpoint):
+    cfg = LinprobeConfig(output_dir=str(tmp_path / "p"), checkpoint=str(mini_mae_checkpoint), val_every=2,
+                         **{**FAST, "epochs": 5})  # fmt: skip
+    summary = linprobe(cfg)
+    epochs = [
+        json.loads(line) for line in (tmp_path / "p" / "log.jsonl").read_text().splitlines() if '"train_loss"' in line
+    ]
+    assert [e["epoch"] for e in epochs if "val_top1" in e] == [2, 4, 5] and len(epochs) == 5
+    assert summary["top1"] == epochs[-1]["val_top1"]

@@ -183,3 +183,13 @@ def test_a_stage_that_lost_its_model_is_finished_on_the_next_run(tmp_path, capsy
     out = capsys.readouterr().out
     assert "mask_ratio=0.75 pretrain: resuming" in out and "wrote the missing model.pth" in out
     assert (stage / "pretrain" / "model.pth").exists() and "linprobe" in results["runs"]["0.75"]
+
+
+def test_the_length_of_pretraining_is_an_ablation(tmp_path):
+    """Figure 7 in miniature: the same protocol after longer and longer pretraining."""
+    quick = {**QUICK, "pretrain": {k: v for k, v in QUICK["pretrain"].items() if k != "epochs"}}
+    cfg = SweepConfig(output_dir=str(tmp_path), ablation="epochs", values=(1, 2), **quick)
+    one, two = (stage_configs(cfg, v)["pretrain"] for v in (1, 2))
+    assert (one.epochs, two.epochs) == (1, 2) and one.output_dir.endswith("epochs=1/pretrain")
+    with pytest.raises(ConfigError, match="--pretrain sets 'epochs', which the swept --ablation epochs sets"):
+        stage_configs(SweepConfig(output_dir=str(tmp_path), ablation="epochs", values=(1,), **QUICK), 1)

@@ -49,7 +49,7 @@ from ..train.step import autocast_for, make_train_step
 from .metrics import measure_accuracy
 
 METRICS = "metrics.json"
-NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device"}
+NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device", "val_every"}
 
 
 @dataclass
@@ -64,6 +64,7 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
     global_pool: str = option("avg", "features: the cls token or the average of the patch tokens", group="encoder",
                               choices=POOLINGS)  # fmt: skip
     val_subset: int | None = option(None, "evaluate on the first N validation images only", group="data")
+    val_every: int = option(1, "epochs between validations (the last epoch is always validated)", group="run")
     warmup_epochs: float | None = option(None, "epochs of linear lr warmup (default: warmup_fraction x epochs, the "
                                          "recipe's share of the run)", group="optimization")  # fmt: skip
     warmup_fraction: float = option(0.1, "the warmup as a share of the epochs, when warmup_epochs is not given",
@@ -218,19 +219,20 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             loss = train_one_epoch(step, batches(train_inputs, indices, seed=cfg.seed * 100_003 + p.epoch), schedule,
                                    run, images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
                                    on_step=on_step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")  # fmt: skip
-            if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary): validate
-                validation_start = time.perf_counter()
-                metrics = validate()
-                p.seconds += time.perf_counter() - validation_start
-                best_top1 = max(best_top1, metrics["top1"])
-                record = {"epoch": p.epoch + 1, "train_loss": loss, "val_top1": metrics["top1"],
-                          "val_top5": metrics["top5"], "val_loss": metrics["loss"],
-                          "epoch_time_s": p.seconds - time_before}  # fmt: skip
+            if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
+                record = {"epoch": p.epoch + 1, "train_loss": loss}
+                if (p.epoch + 1) % cfg.val_every == 0 or p.epoch + 1 == cfg.epochs:
+                    validation_start = time.perf_counter()
+                    metrics = validate()
+                    p.seconds += time.perf_counter() - validation_start
+                    best_top1 = max(best_top1, metrics["top1"])
+                    record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+                    if rt.is_main:
+                        print(f"epoch {p.epoch + 1}: train loss {loss:.4f}, val top-1 {metrics['top1']:.2f}%, "
+                              f"top-5 {metrics['top5']:.2f}%")  # fmt: skip
                 skipped = skipped_images(train_set) + skipped_images(val_set)
+                record["epoch_time_s"] = p.seconds - time_before
                 run.log.write({**record, "skipped_images": skipped} if skipped else record)
-                if rt.is_main:
-                    print(f"epoch {p.epoch + 1}: train loss {loss:.4f}, val top-1 {metrics['top1']:.2f}%, "
-                          f"top-5 {metrics['top5']:.2f}%")  # fmt: skip
                 run.end_epoch()
             if run.save_due(cfg.save_every, cfg.epochs):
                 run.save(model, optimizer, step.scaler, settings, {"best_top1": best_top1})

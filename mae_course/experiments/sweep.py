@@ -3,6 +3,7 @@
     python -m mae_course sweep --ratios 0.1 0.25 0.4 0.5 0.6 0.75 0.9          # the paper's Figure 5
     python -m mae_course sweep --ablation decoder_depth --values 1 2 4          # Table 1a
     python -m mae_course sweep --ablation mask_token_in_encoder --values false true   # Table 1c
+    python -m mae_course sweep --ablation epochs --values 10 20 40              # Figure 7, in miniature
 
 For every value, everything else fixed: pretrain an MAE, linear-probe it, fine-tune it. Each stage
 runs in a folder of its own (``<output>/<setting>=<value>/{pretrain,linprobe,finetune}``), and a
@@ -46,6 +47,7 @@ ABLATIONS: dict[str, tuple[str, type]] = {
     "norm_pix_loss": ("norm_pix_loss", bool),  # Table 1d
     "augment": ("augment", str),  # Table 1e
     "mask_sampling": ("mask_sampling", str),  # Table 1f
+    "epochs": ("epochs", int),  # Figure 7: the length of pretraining
 }
 
 
