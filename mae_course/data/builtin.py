@@ -121,16 +121,20 @@ def _upsample(noise: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)
 
 
-def render_shapes(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def render_shapes(
+    labels: torch.Tensor, size: int, generator: torch.Generator, with_masks: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Render one image per label.
 
     Args:
         labels: (N,) class indices into :data:`CLASSES`.
         size: image side S in pixels.
         generator: the source of every random choice, so the result is reproducible.
+        with_masks: also return each image's per-pixel labels (the images are the same either way).
 
     Returns:
-        (N, 3, S, S) uint8 images.
+        (N, 3, S, S) uint8 images; with ``with_masks``, also (N, S, S) uint8 label maps: 0 for the
+        background, ``label + 1`` where the shape covers at least half of the pixel.
     """
     n = len(labels)
 
@@ -167,6 +171,7 @@ def render_shapes(labels: torch.Tensor, size: int, generator: torch.Generator) -
     px_per_unit = size / 2
 
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    masks = torch.zeros(n, size, size, dtype=torch.uint8) if with_masks else None
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(start + _CHUNK, n))
         m = sl.stop - sl.start
@@ -195,11 +200,14 @@ def render_shapes(labels: torch.Tensor, size: int, generator: torch.Generator) -
         fill = fg[sl, :, None, None] * shade[:, None]
         img = img + alpha[:, None] * (fill - img)
         images[sl] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-    return images
+        if masks is not None:
+            masks[sl] = torch.where(alpha >= 0.5, lab[:, None, None] + 1, 0).to(torch.uint8)
+    return (images, masks) if with_masks else images
 
 
-def make_split(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate a split from scratch: ((N, 3, S, S) uint8 images, (N,) int64 labels)."""
+def make_split(split: str, size: int, with_masks: bool = False) -> tuple[torch.Tensor, ...]:
+    """Generate a split from scratch: ((N, 3, S, S) uint8 images, (N,) int64 labels), and with
+    ``with_masks`` the (N, S, S) uint8 label maps of :func:`render_shapes`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if size not in SIZES:
@@ -208,26 +216,34 @@ def make_split(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1000 * seed + size)
     labels = torch.arange(count) % len(CLASSES)
     labels = labels[torch.randperm(count, generator=generator)]
+    if with_masks:
+        images, masks = render_shapes(labels, size, generator, with_masks=True)
+        return images, labels, masks
     return render_shapes(labels, size, generator), labels
 
 
-def load_split(split: str = "train", size: int = 32, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split's images and labels, from the cache if it is there, else generated (and cached)."""
-    path = cache_dir() / f"builtin-shapes-v{VERSION}-{size}px-{split}.pt"
+def load_split(
+    split: str = "train", size: int = 32, cache: bool = True, with_masks: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """The split's images and labels (and label maps, with ``with_masks``), from the cache if it is
+    there, else generated (and cached)."""
+    name = f"builtin-shapes-v{VERSION}-{size}px-{split}{'-masks' if with_masks else ''}.pt"
+    path = cache_dir() / name
+    keys = ("images", "labels", "masks") if with_masks else ("images", "labels")
     if cache and path.exists():
         try:
             blob = torch.load(path, weights_only=True)
-            return blob["images"], blob["labels"]
+            return tuple(blob[k] for k in keys)
         except Exception:  # a truncated or foreign file: regenerate it
             pass
-    images, labels = make_split(split, size)
+    data = make_split(split, size, with_masks)
     if cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save({"images": images, "labels": labels, "classes": list(CLASSES)}, path)
+            atomic_save({**dict(zip(keys, data, strict=True)), "classes": list(CLASSES)}, path)
         except OSError:  # a read-only home still gets the data, only uncached
             pass
-    return images, labels
+    return data
 
 
 class BuiltinShapes(Dataset):

@@ -1,15 +1,18 @@
 """Lesson 07: judging an encoder by training a classifier on it, on the same loop as pretraining.
 
-Fine-tuning and linear probing are one job, :func:`train_classifier`, given a :class:`Recipe`:
-what the classifier is, how its images are augmented, which optimizer and loss train it
-(:mod:`~mae_course.evaluation.finetune`, :mod:`~mae_course.evaluation.linprobe`). The job reads
+Fine-tuning, linear probing and segmentation (a classifier of pixels) are one job,
+:func:`train_classifier`, given a :class:`Recipe`: the data, what the classifier is, which
+optimizer and loss train it, how it is measured (:mod:`~mae_course.evaluation.finetune`,
+:mod:`~mae_course.evaluation.linprobe`, :mod:`~mae_course.evaluation.segment`). The job reads
 like pretraining: set-up, resume, epochs (each followed by a validation), finish.
 
 Without ``checkpoint`` the same classifier starts from random weights: the from-scratch baseline
 (and, for linear probing, the random-encoder baseline).
 
 Every run writes ``log.jsonl``, ``checkpoint-last.pth`` (resumable), ``model.pth`` and a final
-``metrics.json`` with top-1/top-5 accuracy, wall time, settings, data and hardware.
+``metrics.json`` with the recipe's metrics (top-1/top-5 accuracy for images), wall time,
+settings, data and hardware. One progress bar follows the whole run; it shows the latest
+validation, and ``log.jsonl`` holds every epoch's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Subset
+from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save, load_checkpoint, state_dict_of
 from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
@@ -85,6 +89,7 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
             self.val_subset is None or self.val_subset >= 1,
             f"val subset must be at least 1 image, got {self.val_subset}",
         )
+        need(self.val_every >= 1, f"val every must be at least 1 epoch, got {self.val_every}")
         need(0 <= self.warmup_fraction <= 1, f"warmup fraction must be in [0, 1], got {self.warmup_fraction}")
         if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
@@ -100,14 +105,29 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
 
 @dataclass(frozen=True)
 class Recipe:
-    """What makes fine-tuning and linear probing differ; the rest of the job is the same."""
+    """What makes fine-tuning, linear probing and segmentation differ; the rest of the job is the same."""
 
-    transform: Callable[[Any], Callable]  # cfg -> the training images' transform
+    datasets: Callable[[Any], tuple[Dataset, Dataset, int]]  # cfg -> (train set, val set, classes)
     build: Callable[[Any, dict, dict | None, int], nn.Module]  # (cfg, encoder config, its weights, classes) -> model
     optimizer: Callable[[Any, nn.Module, float], torch.optim.Optimizer]  # (cfg, model, peak lr)
     loss: Callable[[Any, int], Callable[..., torch.Tensor]]  # (cfg, classes) -> loss_fn(module, inputs, targets)
     # (cfg, model, train set, val set, runtime, workers) -> (train inputs, val inputs, what trains, what predicts)
     inputs: Callable[..., tuple[Dataset, Dataset, nn.Module, Callable]]
+    # (predict, batches, device, autocast, classes) -> metrics with "loss"; every process sees its own share
+    measure: Callable[..., dict[str, float]] = lambda predict, batches, device, autocast, classes: measure_accuracy(
+        predict, batches, device, autocast
+    )
+    primary: str = "top1"  # the metric the run's best is tracked by
+    shown: tuple[str, ...] = ("top1", "top5")  # the metrics the progress bar shows (in %)
+
+
+def classification_sets(cfg: Any, train_transform: Callable) -> tuple[Dataset, Dataset, int]:
+    """An image-classification dataset's train and val splits, checked to share their classes."""
+    train = make_dataset(cfg.data, "train", train_transform, cfg.image_size, cfg.data_root, cfg.download,
+                         cfg.skip_bad_images)  # fmt: skip
+    val = make_dataset(cfg.data, "val", eval_transform(cfg.image_size, eval_crop(cfg)), cfg.image_size, cfg.data_root,
+                       cfg.download, cfg.skip_bad_images)  # fmt: skip
+    return train, val, check_classification_splits(train, val, cfg.data)
 
 
 def encoder_source(cfg: ClassifyConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
@@ -146,11 +166,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
     run = Run(cfg.output_dir, cfg.resume, cfg.overwrite, rt, kind=cfg.kind)
     torch.manual_seed(cfg.seed + rt.rank)
     encoder_config, weights = encoder_source(cfg)
-    train_set = make_dataset(cfg.data, "train", recipe.transform(cfg), cfg.image_size, cfg.data_root, cfg.download,
-                             cfg.skip_bad_images)  # fmt: skip
-    val_set = make_dataset(cfg.data, "val", eval_transform(cfg.image_size, eval_crop(cfg)), cfg.image_size,
-                           cfg.data_root, cfg.download, cfg.skip_bad_images)  # fmt: skip
-    classes = check_classification_splits(train_set, val_set, cfg.data)
+    train_set, val_set, classes = recipe.datasets(cfg)
     if cfg.subset is not None:
         train_set = Subset(train_set, range(min(cfg.subset, len(train_set))))
     if cfg.val_subset is not None:
@@ -167,13 +183,14 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
     autocast, _ = autocast_for(rt.device, cfg.amp)
     workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
     settings = {"classifier": model.config, cfg.kind: cfg.to_json()}
-    best_top1, saved = 0.0, {}
+    best_key = f"best_{recipe.primary}"
+    best, saved = 0.0, {}
 
     with run:
         # ---- resume
         if run.resuming:
             saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED, cfg.seed)
-            best_top1 = float(saved.get("best_top1", 0.0))
+            best = float(saved.get(best_key, 0.0))
         first_step = run.progress.step
         if run.progress.epoch >= cfg.epochs and (run.out / METRICS).exists() and (run.out / FINAL_MODEL).exists():
             if rt.is_main:
@@ -199,7 +216,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
 
         def validate() -> dict[str, float]:
             model.eval()
-            return measure_accuracy(predict, batches(val_inputs), rt.device, autocast)
+            return recipe.measure(predict, batches(val_inputs), rt.device, autocast, classes)
 
         if rt.is_main:
             frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -210,43 +227,43 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
                   f"{schedule.steps_per_epoch} steps, effective batch {schedule.effective_batch}, lr {schedule.peak_lr:.3g}, "
                   f"on {rt.device}")  # fmt: skip
 
-        # ---- the epochs, each followed by a validation
+        # ---- the epochs, each followed by a validation (every val_every epochs)
         metrics: dict[str, float] = {}
-        while run.progress.epoch < cfg.epochs:
-            p = run.progress
-            indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
-            time_before = p.seconds
-            loss = train_one_epoch(step, batches(train_inputs, indices, seed=cfg.seed * 100_003 + p.epoch), schedule,
-                                   run, images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
-                                   on_step=on_step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")  # fmt: skip
-            if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
-                record = {"epoch": p.epoch + 1, "train_loss": loss}
-                if (p.epoch + 1) % cfg.val_every == 0 or p.epoch + 1 == cfg.epochs:
-                    validation_start = time.perf_counter()
-                    metrics = validate()
-                    p.seconds += time.perf_counter() - validation_start
-                    best_top1 = max(best_top1, metrics["top1"])
-                    record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
-                    if rt.is_main:
-                        print(f"epoch {p.epoch + 1}: train loss {loss:.4f}, val top-1 {metrics['top1']:.2f}%, "
-                              f"top-5 {metrics['top5']:.2f}%")  # fmt: skip
-                skipped = skipped_images(train_set) + skipped_images(val_set)
-                record["epoch_time_s"] = p.seconds - time_before
-                run.log.write({**record, "skipped_images": skipped} if skipped else record)
-                run.end_epoch()
-            if run.save_due(cfg.save_every, cfg.epochs):
-                run.save(model, optimizer, step.scaler, settings, {"best_top1": best_top1})
-            run.stop_if_requested(cfg.epochs)
+        bar = tqdm(total=schedule.total_steps, initial=run.progress.step, desc=cfg.kind, unit="step",
+                   disable=not rt.is_main, dynamic_ncols=True)  # fmt: skip
+        with bar:
+            while run.progress.epoch < cfg.epochs:
+                p = run.progress
+                indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
+                time_before = p.seconds
+                loss = train_one_epoch(step, batches(train_inputs, indices, seed=cfg.seed * 100_003 + p.epoch),
+                                       schedule, run, images_per_micro=cfg.batch_size * rt.world_size,
+                                       log_every=cfg.log_every, on_step=on_step, bar=bar)  # fmt: skip
+                if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
+                    record = {"epoch": p.epoch + 1, "train_loss": loss}
+                    if (p.epoch + 1) % cfg.val_every == 0 or p.epoch + 1 == cfg.epochs:
+                        validation_start = time.perf_counter()
+                        metrics = validate()
+                        p.seconds += time.perf_counter() - validation_start
+                        best = max(best, metrics[recipe.primary])
+                        record.update({f"val_{k}": v for k, v in metrics.items()})
+                        bar.set_postfix({f"val_{k}": f"{metrics[k]:.2f}%" for k in recipe.shown})
+                    skipped = skipped_images(train_set) + skipped_images(val_set)
+                    record["epoch_time_s"] = p.seconds - time_before
+                    run.log.write({**record, "skipped_images": skipped} if skipped else record)
+                    run.end_epoch()
+                if run.save_due(cfg.save_every, cfg.epochs):
+                    run.save(model, optimizer, step.scaler, settings, {best_key: best})
+                run.stop_if_requested(cfg.epochs)
 
         # ---- finish: the final weights and metrics (measured again if a killed run lost them)
         if not metrics:
             metrics = validate()
         summary = {
             "kind": cfg.kind,
-            "top1": metrics["top1"],
-            "top5": metrics["top5"],
+            **{k: v for k, v in metrics.items() if k != "loss"},
             "val_loss": metrics["loss"],
-            "best_top1": max(best_top1, metrics["top1"]),
+            best_key: max(best, metrics[recipe.primary]),
             "epochs": cfg.epochs,
             "wall_time_s": run.progress.seconds,
             "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -22,7 +22,7 @@ from ..config import option
 from ..data.transforms import finetune_transform
 from ..errors import ConfigError
 from ..model.vit import load_mae_encoder, vit_from_mae
-from .classify import ClassifyConfig, Recipe, train_classifier
+from .classify import ClassifyConfig, Recipe, classification_sets, train_classifier
 from .metrics import shard
 from .protocols import layer_decay_groups, tune_only_last
 
@@ -110,8 +110,12 @@ def inputs(cfg: FinetuneConfig, model: nn.Module, train_set, val_set, rt, worker
     return train_set, shard(val_set, rt.rank, rt.world_size), model, model
 
 
-FINETUNE = Recipe(transform=lambda cfg: finetune_transform(cfg.image_size, cfg.crop_min_scale, cfg.randaug, cfg.reprob),
-                  build=build, optimizer=optimizer, loss=loss, inputs=inputs)  # fmt: skip
+def datasets(cfg: FinetuneConfig):
+    """The classification splits, the training images augmented by the fine-tuning recipe."""
+    return classification_sets(cfg, finetune_transform(cfg.image_size, cfg.crop_min_scale, cfg.randaug, cfg.reprob))
+
+
+FINETUNE = Recipe(datasets=datasets, build=build, optimizer=optimizer, loss=loss, inputs=inputs)
 
 
 def finetune(cfg: FinetuneConfig, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:

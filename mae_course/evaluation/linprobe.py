@@ -27,7 +27,7 @@ from ..data.transforms import PROBE_AUGMENTATIONS, probe_transform
 from ..errors import ConfigError
 from ..model.vit import load_mae_encoder, vit_from_mae
 from ..train.step import autocast_for
-from .classify import ClassifyConfig, Recipe, eval_crop, train_classifier
+from .classify import ClassifyConfig, Recipe, classification_sets, eval_crop, train_classifier
 from .lars import LARS
 from .metrics import shard
 from .protocols import probe_head
@@ -129,8 +129,12 @@ def inputs(cfg: LinprobeConfig, model: nn.Module, train_set, val_set, rt, worker
     return train, val, model.head, model.head
 
 
-LINPROBE = Recipe(transform=lambda cfg: probe_transform(cfg.image_size, cfg.augment, eval_crop(cfg)), build=build,
-                  optimizer=optimizer, loss=loss, inputs=inputs)  # fmt: skip
+def datasets(cfg: LinprobeConfig):
+    """The classification splits, the training images cropped as the probe says (or not at all)."""
+    return classification_sets(cfg, probe_transform(cfg.image_size, cfg.augment, eval_crop(cfg)))
+
+
+LINPROBE = Recipe(datasets=datasets, build=build, optimizer=optimizer, loss=loss, inputs=inputs)
 
 
 def linprobe(cfg: LinprobeConfig, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def train_one_epoch(
     images_per_micro: int,
     log_every: int = 10,
     on_step: Callable[[int, float], None] | None = None,
-    desc: str = "",
+    bar: tqdm | None = None,
 ) -> float | None:
     """Train from ``run.progress`` to the end of the epoch.
 
@@ -63,6 +63,8 @@ def train_one_epoch(
         log_every: optimizer steps between log lines (the only times the loss is read back).
         on_step: called with ``(step, loss)`` after every optimizer step; it reads the loss back,
             so it is for tests and notebooks, not for speed.
+        bar: the run's progress bar (one for the whole run, not one per epoch), moved one step
+            per optimizer step and showing the latest loss, lr and images/s.
 
     Returns:
         the epoch's mean loss over all processes, or None when Ctrl-C stopped it at a step boundary.
@@ -71,48 +73,48 @@ def train_one_epoch(
     micro_per_epoch = schedule.steps_per_epoch * accum
     device = next(step.module.parameters()).device
     step.module.train()
-    bar = tqdm(total=schedule.steps_per_epoch, initial=progress.micro_in_epoch // accum, desc=desc,
-               disable=not run.rt.is_main, dynamic_ncols=True)  # fmt: skip
+    bar = bar if bar is not None else tqdm(disable=True)
     epoch_sum = torch.tensor(progress.epoch_loss_sum, device=device)  # summed on the device: no host sync
     window_sum, window_count, window_start = torch.zeros((), device=device), 0, time.perf_counter()
     epoch_start = time.perf_counter()
 
-    with bar:  # closed however the epoch ends, so that a message after it starts on a line of its own
-        for micro, inputs in enumerate(batches, start=progress.micro_in_epoch):
-            if micro >= micro_per_epoch:
-                break  # an incomplete accumulation window at the end of the data
-            if micro % accum == 0:
-                lr = schedule.lr(progress.step)
-                set_lr(step.optimizer, lr)
-            last_micro = (micro + 1) % accum == 0
-            loss = step.forward_backward(*inputs, sync=last_micro)  # DDP all-reduces on the last micro-batch only
-            epoch_sum += loss
-            window_sum += loss
-            window_count += 1
-            if not last_micro:
-                continue
+    for micro, inputs in enumerate(batches, start=progress.micro_in_epoch):
+        if micro >= micro_per_epoch:
+            break  # an incomplete accumulation window at the end of the data
+        if micro % accum == 0:
+            lr = schedule.lr(progress.step)
+            set_lr(step.optimizer, lr)
+        last_micro = (micro + 1) % accum == 0
+        loss = step.forward_backward(*inputs, sync=last_micro)  # DDP all-reduces on the last micro-batch only
+        epoch_sum += loss
+        window_sum += loss
+        window_count += 1
+        if not last_micro:
+            continue
 
-            step.update()
-            progress.step += 1
-            progress.micro_in_epoch = micro + 1
-            progress.epoch_loss_count += accum
-            bar.update(1)
-            if on_step is not None:
-                on_step(progress.step, loss.item())
-            if progress.step % log_every == 0 or progress.micro_in_epoch == micro_per_epoch:
-                mean = mean_across_ranks(window_sum / window_count).item()  # the one host sync per log line
-                check_finite(mean, run)
-                images_per_s = window_count * images_per_micro / (time.perf_counter() - window_start)
-                record = {"step": progress.step, "epoch": progress.epoch + progress.micro_in_epoch / micro_per_epoch,
-                          "loss": mean, "lr": lr, "images_per_s": images_per_s}  # fmt: skip
-                if step.grad_sync_check:
-                    record["grad_sync_max_diff"] = step.grad_sync_diff
-                run.log.write(record)
-                bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}")
-                window_sum.zero_()
-                window_count, window_start = 0, time.perf_counter()
-            if run.stop_requested:  # Ctrl-C: stop here, where the position and the random generators agree
-                break
+        step.update()
+        progress.step += 1
+        progress.micro_in_epoch = micro + 1
+        progress.epoch_loss_count += accum
+        bar.update(1)
+        if on_step is not None:
+            on_step(progress.step, loss.item())
+        if progress.step % log_every == 0 or progress.micro_in_epoch == micro_per_epoch:
+            mean = mean_across_ranks(window_sum / window_count).item()  # the one host sync per log line
+            check_finite(mean, run)
+            images_per_s = window_count * images_per_micro / (time.perf_counter() - window_start)
+            record = {"step": progress.step, "epoch": progress.epoch + progress.micro_in_epoch / micro_per_epoch,
+                      "loss": mean, "lr": lr, "images_per_s": images_per_s}  # fmt: skip
+            if step.grad_sync_check:
+                record["grad_sync_max_diff"] = step.grad_sync_diff
+            run.log.write(record)
+            bar.set_postfix(
+                epoch=f"{progress.epoch + 1}", loss=f"{mean:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}"
+            )
+            window_sum.zero_()
+            window_count, window_start = 0, time.perf_counter()
+        if run.stop_requested:  # Ctrl-C: stop here, where the position and the random generators agree
+            break
 
     progress.epoch_loss_sum = epoch_sum.item()
     progress.seconds += time.perf_counter() - epoch_start

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save
 from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
@@ -172,24 +173,27 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                       f"{rt.device}{processes}: {cfg.epochs} epochs x {schedule.steps_per_epoch} steps, effective batch "
                       f"{schedule.effective_batch}, lr {schedule.peak_lr:.3g}; writing to {run.out}")  # fmt: skip
 
-            # ---- the epochs
-            while run.progress.epoch < cfg.epochs:
-                p = run.progress
-                indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
-                batches = images.batches(indices, cfg.batch_size, workers, seed=cfg.seed * 100_003 + p.epoch)
-                time_before = p.seconds
-                loss = train_one_epoch(step, batches, schedule, run, images_per_micro=cfg.batch_size * rt.world_size,
-                                       log_every=cfg.log_every, on_step=on_step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}")  # fmt: skip
-                if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
-                    skipped = round(sum_across_ranks(images.skipped(), rt.device)) if cfg.skip_bad_images else 0
-                    record = {"epoch": p.epoch + 1, "train_loss": loss, "epoch_time_s": p.seconds - time_before}
-                    run.log.write({**record, "skipped_images": skipped} if skipped else record)
-                    if skipped and rt.is_main:
-                        print(f"note: {skipped} unreadable images skipped so far (each is named in the warnings above)")
-                    run.end_epoch()
-                if run.save_due(cfg.save_every, cfg.epochs):
-                    save()
-                run.stop_if_requested(cfg.epochs)
+            # ---- the epochs (one progress bar for the whole run)
+            bar = tqdm(total=schedule.total_steps, initial=run.progress.step, desc="pretrain", unit="step",
+                       disable=not rt.is_main, dynamic_ncols=True)  # fmt: skip
+            with bar:
+                while run.progress.epoch < cfg.epochs:
+                    p = run.progress
+                    indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
+                    batches = images.batches(indices, cfg.batch_size, workers, seed=cfg.seed * 100_003 + p.epoch)
+                    time_before = p.seconds
+                    loss = train_one_epoch(step, batches, schedule, run, images_per_micro=cfg.batch_size * rt.world_size,
+                                           log_every=cfg.log_every, on_step=on_step, bar=bar)  # fmt: skip
+                    if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
+                        skipped = round(sum_across_ranks(images.skipped(), rt.device)) if cfg.skip_bad_images else 0
+                        record = {"epoch": p.epoch + 1, "train_loss": loss, "epoch_time_s": p.seconds - time_before}
+                        run.log.write({**record, "skipped_images": skipped} if skipped else record)
+                        if skipped and rt.is_main:
+                            bar.write(f"note: {skipped} unreadable images skipped so far (each named in the warnings)")
+                        run.end_epoch()
+                    if run.save_due(cfg.save_every, cfg.epochs):
+                        save()
+                    run.stop_if_requested(cfg.epochs)
 
             # ---- finish: write every final file that is missing (a run killed while finishing lost some)
             trained = run.progress.step > first_step
