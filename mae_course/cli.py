@@ -4,6 +4,7 @@
     linprobe            linear-probe an encoder: frozen features, BatchNorm + linear head, LARS
     finetune            fine-tune an encoder end to end (or from scratch, without --checkpoint)
     partial-finetune    fine-tune only the last k blocks, or the MLP of the last block
+    segment             fine-tune an encoder to label every pixel (transfer to dense prediction)
     evaluate            all of the above for one checkpoint, plus the from-scratch and random baselines
     sweep               vary one pretraining setting (masking ratio, decoder depth, ...), evaluate each
     bench               time pretraining: table2 (asymmetric encoder vs mask tokens), model (images/s, MFU,
@@ -50,6 +51,14 @@ def _classify(cfg: Any, args: argparse.Namespace) -> None:
     summary = (linprobe if cfg.kind == "linprobe" else finetune)(cfg)
     print(f"done: top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% (best top-1 {summary['best_top1']:.2f}%) "
           f"after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s")  # fmt: skip
+
+
+def _segment(cfg: Any, args: argparse.Namespace) -> None:
+    from .evaluation.segment import segment
+
+    summary = segment(cfg)
+    print(f"done: mIoU {summary['miou']:.2f}%, pixel accuracy {summary['pixel_accuracy']:.2f}% "
+          f"(best mIoU {summary['best_miou']:.2f}%) after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s")  # fmt: skip
 
 
 def _evaluate(cfg: Any, args: argparse.Namespace) -> None:
@@ -114,6 +123,8 @@ COMMANDS: dict[str, tuple[str, str, Callable, Callable | None, dict]] = {
     "partial-finetune": ("fine-tune only the last k blocks (or the last block's MLP) and the head",
                          "evaluation.finetune:FinetuneConfig", _classify, _partial_flags,
                          {"output_dir": "runs/partial-finetune"}),
+    "segment": ("fine-tune an encoder to label every pixel of the built-in images (lesson 10: transfer to dense "
+                "prediction)", "evaluation.segment:SegmentConfig", _segment, None, {}),
     "evaluate": ("judge a checkpoint the paper's three ways (linear probe, fine-tuning, partial fine-tuning) against "
                  "from-scratch and random-encoder baselines", "evaluation.all_protocols:EvaluationConfig", _evaluate,
                  None, {}),

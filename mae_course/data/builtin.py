@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from ..checkpoint import atomic_save
 
@@ -277,3 +278,30 @@ class BuiltinShapes(Dataset):
 
     def __repr__(self) -> str:
         return f"BuiltinShapes(split={self.split!r}, image_size={self.image_size}, n={len(self)})"
+
+
+class BuiltinSegmentation(Dataset):
+    """The built-in shapes with a class for every pixel: 0 for the background, ``label + 1`` where
+    the shape is (lesson 10's dense prediction in miniature).
+
+    Items are ``(image, label map)``: ``transform(image, mask)`` receives the (3, S, S) uint8 image
+    and the (S, S) map as torchvision ``tv_tensors`` (so a flip or a crop moves both alike) and
+    returns the float image and the map, which comes back as int64.
+    """
+
+    classes = ("background", *CLASSES)
+
+    def __init__(self, split: str = "train", image_size: int = 32, transform: Callable | None = None):
+        self.split, self.image_size, self.transform = split, image_size, transform
+        self.images, self.labels, self.masks = load_split(split, image_size, with_masks=True)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = tv_tensors.Image(self.images[index]), tv_tensors.Mask(self.masks[index])
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        else:
+            image = image.float() / 255
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()

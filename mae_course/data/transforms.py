@@ -8,6 +8,7 @@ They take sizes and rates, not a job's settings, so any code can build them.
     finetune_transform   RandomResizedCrop (scale 0.08-1) + flip, RandAugment, random erasing
     probe_transform      none (the evaluation crop) or RandomResizedCrop + flip
     eval_transform       resize to size / crop fraction, center crop
+    segmentation_transform   a flip of the image and its label map together (lesson 10)
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ def finetune_transform(size: int, crop_min_scale: float = 0.08, randaug: int = 9
     if reprob:
         steps.append(v2.RandomErasing(p=reprob, value=0))
     return v2.Compose(steps)
+
+
+def segmentation_transform(train: bool = True) -> v2.Compose:
+    """Segmentation's input: a random horizontal flip of the image and its label map together
+    (training only), then the image normalized; the map keeps its classes."""
+    steps: list[v2.Transform] = [v2.RandomHorizontalFlip()] if train else []
+    return v2.Compose([*steps, *_to_normalized_float()])
 
 
 PROBE_AUGMENTATIONS = ("none", "crop")

@@ -135,7 +135,8 @@ def encoder_source(cfg: ClassifyConfig) -> tuple[dict[str, Any], dict[str, torch
     if cfg.checkpoint is None:
         return {**MODEL_CONFIGS[cfg.model or "mae_vit_mini_patch4_32"], "img_size": cfg.image_size}, None
     ckpt = load_checkpoint(cfg.checkpoint)
-    saved = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) else None
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    saved = config.get("model") or config.get("classifier")  # an MAE's encoder, or a classifier's
     if saved is None:
         if cfg.model is None:
             raise CheckpointError(

@@ -91,13 +91,19 @@ class VisionTransformer(nn.Module):
         if isinstance(self.head, nn.Linear):  # a small head, as the official fine-tuning (std 2e-5)
             nn.init.trunc_normal_(self.head.weight, std=2e-5)
 
-    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) normalized images -> (N, D) pooled features."""
+    def forward_tokens(self, imgs: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) normalized images -> (N, 1 + L, D): the cls token and every patch token
+        after the last block (before any final norm)."""
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls.to(x.dtype), x], dim=1)
         for block in self.blocks:
             x = block(x)
+        return x
+
+    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) normalized images -> (N, D) pooled features."""
+        x = self.forward_tokens(imgs)
         if self.global_pool == "avg":
             return self.fc_norm(x[:, 1:].mean(dim=1))
         return self.norm(x)[:, 0]
