@@ -41,6 +41,11 @@ def patchify_naive_reshape(imgs, p):  # reshape without permuting: mixes pixels 
     return imgs.reshape(n, (h // p) * (w // p), p * p * c)
 
 
+def patchify_channels_last_reshape(imgs, p):  # channels last, then the same plain reshape
+    n, c, h, w = imgs.shape
+    return imgs.permute(0, 2, 3, 1).reshape(n, (h // p) * (w // p), p * p * c)
+
+
 def patchify_no_size_check(imgs, p):
     n, c, h, w = imgs.shape
     return rearrange(imgs[:, :, : h // p * p, : w // p * p], "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p)
@@ -72,6 +77,10 @@ def unpatchify_naive_reshape(x, p, grid_size=None):
 
 
 # ---------------------------------------------------------------------------- masking
+
+
+def masking_ignoring_the_noise(x, mask_ratio, noise=None):
+    return M.random_masking(x, mask_ratio, noise=None)  # draws its own, whatever it is given
 
 
 def _masking(x, mask_ratio, noise=None, *, keep=None, descending=False, invert=False, unshuffle_mask=True,
@@ -395,10 +404,11 @@ def hours_times_scaling(per_gpu, gpus, epochs, images, scaling):
 MUTANTS = {
     "check_patchify": [
         (patchify_channel_first, r"ordered \(channel, row, column\); expected \(row, column, channel\)"),
-        (patchify_column_major, r"column-major"),
+        (patchify_column_major, r"column-major.*\[0, 1\] should be \[2, 18, 3, 19"),
         (patchify_swapped_pixels, r"ordered \(column, row, channel\)"),
         (patchify_transposed, r"\(N, p\*p\*C, L\)"),
-        (patchify_naive_reshape, r"wrong values"),
+        (patchify_naive_reshape, r"a plain reshape cuts the image's memory .* not a patch"),
+        (patchify_channels_last_reshape, r"a plain reshape"),
         (patchify_no_size_check, r"no error was raised; raise a ValueError"),
         (patchify_in_place, r"changed its input images in place"),
     ],
@@ -406,13 +416,14 @@ MUTANTS = {
         (unpatchify_channel_first, r"ordered \(channel, row, column\)"),
         (unpatchify_column_major, r"column-major"),
         (unpatchify_square_only, r"raised EinopsError on .* grid_size=\(2, 3\)"),
-        (unpatchify_naive_reshape, r"does not give imgs back"),
+        (unpatchify_naive_reshape, r"a plain reshape of the patches does not rebuild the image"),
     ],
     "check_random_masking": [
         (masking_with(invert=True), r"mask is 1 for kept tokens"),
         (masking_with(unshuffle_mask=False), r"still in the shuffled order"),
         (masking_with(descending=True), r"largest noise"),
-        (masking_with(keep=lambda L, r: int(L * r)), r"fraction \*removed\*"),
+        (masking_with(keep=lambda L, r: int(L * r)), r"fraction removed"),
+        (masking_ignoring_the_noise, r"two different results for the same given noise: it draws its own"),
         (masking_with(keep=lambda L, r: int(L * (1 - r)) + 1), r"off-by-one"),
         (masking_with(return_shuffle=True), r"returned ids_shuffle"),
         (masking_with(sort_kept=True), r"sorted by position"),
@@ -433,7 +444,7 @@ MUTANTS = {
     ],
     "check_unshuffle_with_mask_tokens": [
         (unshuffle_with(ids="none"), r"still in the shuffled order"),
-        (unshuffle_with(order="prepend"), r"\*after\* the visible ones"),
+        (unshuffle_with(order="prepend"), r"after the visible ones"),
         (unshuffle_with(ids="shuffle"), r"not with the shuffle itself"),
     ],
     "check_masked_mse_loss": [
@@ -460,7 +471,7 @@ MUTANTS = {
         (head_without_norm, r"no BatchNorm1d before the linear layer"),
         (head_with(norm=lambda d: torch.nn.BatchNorm1d(d, eps=1e-6)), r"affine=False"),
         (head_with(norm=torch.nn.LayerNorm), r"uses LayerNorm"),
-        (head_with(order="linear first"), r"\*before\* the linear layer"),
+        (head_with(order="linear first"), r"before the linear layer"),
         (head_with(norm=lambda d: torch.nn.BatchNorm1d(d, affine=False)), r"eps=1e-6"),
         (head_with(init=False), r"bias at zero|std 0.01"),
     ],

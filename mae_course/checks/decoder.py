@@ -40,7 +40,7 @@ def check_unshuffle_with_mask_tokens(fn) -> None:
             )
         if same(out, _gather(torch.cat([mask_tokens, x_vis], 1), ids_restore)):
             raise CheckFailed(
-                f"{_UNSHUFFLE}: the mask tokens must come *after* the visible ones before unshuffling "
+                f"{_UNSHUFFLE}: the mask tokens must come after the visible ones before unshuffling "
                 "(in the shuffled order the kept tokens are first)"
             )
         if same(out, _gather(torch.cat([x_vis, mask_tokens], 1), ids_shuffle)):

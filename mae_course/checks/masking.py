@@ -30,7 +30,7 @@ def _check_against_reference(fn, n: int, length: int, dim: int, ratio: float, se
     if x_vis.ndim == 3 and x_vis.shape[0] == n and x_vis.shape[2] == dim and x_vis.shape[1] != len_keep:
         kept = x_vis.shape[1]
         if kept == length - len_keep:
-            why = "you kept the fraction mask_ratio; mask_ratio is the fraction *removed*"
+            why = "you kept the fraction mask_ratio; mask_ratio is the fraction removed"
         elif abs(kept - len_keep) == 1:
             why = "an off-by-one: keep exactly int(L * (1 - mask_ratio)) tokens"
         else:
@@ -42,11 +42,17 @@ def _check_against_reference(fn, n: int, length: int, dim: int, ratio: float, se
 
     # --- which tokens, in which order
     if not torch.allclose(x_vis, r_vis):
+        again = _unpack(call(_NAME, fn, x.clone(), ratio, noise=noise.clone(), case=case))[0]
+        if not torch.equal(again, x_vis):
+            raise CheckFailed(
+                f"{_NAME} gave two different results for the same given noise: it draws its own. Use the noise it "
+                "is given (draw one only when noise is None): the same noise must always keep the same tokens"
+            )
         largest = torch.gather(x, 1, ids_shuffle.flip(1)[:, :len_keep, None].expand(-1, -1, dim))
         by_position = torch.gather(x, 1, ids_shuffle[:, :len_keep].sort(dim=1).values[:, :, None].expand(-1, -1, dim))
         if torch.allclose(x_vis, largest):
             raise CheckFailed(
-                f"{_NAME} keeps the tokens with the largest noise; keep the *smallest*: "
+                f"{_NAME} keeps the tokens with the largest noise; keep the smallest: "
                 "ids_shuffle = torch.argsort(noise, dim=1) sorts ascending, and the first len_keep are kept"
             )
         if torch.allclose(x_vis, by_position):

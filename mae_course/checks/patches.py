@@ -42,10 +42,24 @@ def _describe(tokens: str, vector: str) -> str:
     return "; ".join(problems)
 
 
-def _tiny_example() -> str:
+def _tiny_example(token: int = 0) -> str:
+    """What a token of a small counting image should hold (token 1 tells row-major from column-major:
+    token 0 is the same patch either way)."""
     imgs = _counting_images(1, 2, 4, 4)
-    first = ref.patchify(imgs, 2)[0, 0].int().tolist()
-    return f"patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, 0] should be {first}"
+    expected = ref.patchify(imgs, 2)[0, token].int().tolist()
+    return f"patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, {token}] should be {expected}"
+
+
+def _plain_reshape(imgs: torch.Tensor, p: int) -> list[torch.Tensor]:
+    """What reshaping without moving axes gives, from channels-first and channels-last images."""
+    n, c, h, w = imgs.shape
+    shape = (n, (h // p) * (w // p), p * p * c)
+    return [imgs.reshape(shape), imgs.permute(0, 2, 3, 1).reshape(shape)]
+
+
+_RESHAPE = ("a plain reshape cuts the image's memory into runs of p*p*C numbers, and such a run is not a patch "
+            "(it is a piece of one pixel row). Split H into (H/p, p) and W into (W/p, p), bring the two p axes "
+            "together, then flatten: einops.rearrange does it in one line")  # fmt: skip
 
 
 _CASES = [((2, 3, 8, 8), 4), ((1, 3, 8, 12), 4), ((2, 1, 6, 6), 3), ((1, 3, 4, 4), 4), ((1, 3, 8, 8), 1)]
@@ -73,7 +87,10 @@ def check_patchify(fn) -> None:
             continue
         for tokens, vector in itertools.product(_TOKEN_ORDERS, _VECTOR_ORDERS):
             if torch.equal(out, _patchify_variant(imgs, p, tokens, vector)):
-                raise CheckFailed(f"{name}: {_describe(tokens, vector)}. To see it: {_tiny_example()}")
+                token = 1 if tokens != "h w" and vector == "pqc" else 0
+                raise CheckFailed(f"{name}: {_describe(tokens, vector)}. To see it: {_tiny_example(token)}")
+        if any(torch.equal(out, plain) for plain in _plain_reshape(imgs, p)):
+            raise CheckFailed(f"{name}: {_RESHAPE}. To see it: {_tiny_example()}")
         raise CheckFailed(f"{name}: wrong values for {case}. To see it: {_tiny_example()}")
 
     try:
@@ -117,4 +134,8 @@ def check_unpatchify(fn) -> None:
                     f"{name} reads the patches in the wrong order: it assumes {_describe(tokens, vector)}. "
                     "Use the same pattern as patchify, with the two sides of the arrow swapped"
                 )
+        if torch.equal(out, x.reshape(out.shape)):
+            raise CheckFailed(
+                f"{name}: a plain reshape of the patches does not rebuild the image: {_RESHAPE}, in reverse"
+            )
         raise CheckFailed(f"{name}: unpatchify(patchify(imgs, {p}), ...) does not give imgs back for {case}")

@@ -39,7 +39,7 @@ def check_probe_head(fn) -> None:
     if isinstance(norm, nn.LayerNorm):
         raise CheckFailed(f"{_HEAD} uses LayerNorm; use BatchNorm1d, which standardises each feature over the batch")
     if leaves.index(norm) > leaves.index(linear):
-        raise CheckFailed(f"{_HEAD}: the BatchNorm must come *before* the linear layer")
+        raise CheckFailed(f"{_HEAD}: the BatchNorm must come before the linear layer")
     if norm.affine:
         raise CheckFailed(
             f"{_HEAD}: use BatchNorm1d(dim, affine=False); learned scale and shift would add parameters to the probe"
@@ -103,7 +103,7 @@ def check_layer_decay_groups(fn) -> None:
     scale_of = {name: value[0] for name, value in got.items()}
     if scale_of["blocks.0.norm1.weight"] > scale_of["blocks.2.norm1.weight"]:
         raise CheckFailed(
-            f"{_LRD}: block 0 gets a larger lr than block 2; the decay runs the wrong way: the lowest blocks get the *smallest* lr"
+            f"{_LRD}: block 0 gets a larger lr than block 2; the decay runs the wrong way: the lowest blocks get the smallest lr"
         )
     if scale_of["head.weight"] < 1 - 1e-9:
         raise CheckFailed(
