@@ -26,10 +26,22 @@ def test_explore_draws_the_five_panels(model):
         "masked (50%, block)",
         "reconstruction",
         "reconstruction + visible",
-        "error per removed patch",
+        "error per removed patch (grey: visible)",
     ]
     assert "on the 32 removed patches" in fig._suptitle.get_text()
     assert fig._repr_png_().startswith(b"\x89PNG")
+
+
+def test_the_error_map_keeps_its_scale_and_greys_out_visible_patches(model):
+    """Visible patches were drawn white, like the worst errors, and the scale moved with the slider."""
+
+    def error_map(ratio, seed):
+        image = explore(model, ExplorerSettings(mask_ratio=ratio, image="builtin:3", seed=seed)).axes[4].images[0]
+        return image.get_clim(), image.cmap.get_bad()
+
+    (scale, bad), (other_scale, _) = error_map(0.25, 0), error_map(0.9, 5)
+    assert scale == other_scale and scale[0] == 0 and scale[1] > 0
+    assert tuple(bad[:3]) == (0.6, 0.6, 0.6)  # grey, not the colour of an error
 
 
 def test_explore_is_a_pure_function_of_its_settings(model):
@@ -85,9 +97,8 @@ def test_the_widget_driven_headlessly(model, tmp_path, capsys):
 
 def test_released_checkpoints_offline(tmp_path, monkeypatch):
     assert set(RELEASED) >= {"mae_visualize_vit_large", "mae_pretrain_vit_base"}
-    assert (
-        download_command("mae_visualize_vit_large")
-        == "wget https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large.pth"
+    assert download_command("mae_visualize_vit_large", tmp_path) == (  # into the folder the loader reads
+        f"wget -P {tmp_path} https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large.pth"
     )
     with pytest.raises(DataError, match="not there yet; run download_released"):
         load_released("mae_visualize_vit_large", folder=tmp_path)
@@ -96,7 +107,7 @@ def test_released_checkpoints_offline(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(DataError, match="could not download .*wget https://dl.fbaipublicfiles.com"):
+    with pytest.raises(DataError, match="could not download .*wget -P .* https://dl.fbaipublicfiles.com"):
         download_released("mae_visualize_vit_base", folder=tmp_path)
     with pytest.raises(DataError, match="unknown released checkpoint"):
         download_released("mae_vit_gigantic", folder=tmp_path)

@@ -30,7 +30,7 @@ def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise FileNotFoundError(f"image not found: {path} (looked at {path.absolute()})")
     img = TF.pil_to_tensor(open_rgb(str(path)))
     if size is not None:
         img = TF.center_crop(TF.resize(img, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True), size)

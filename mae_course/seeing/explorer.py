@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import matplotlib
 import torch
 import torch.nn.functional as F
 
@@ -115,10 +116,13 @@ def explore(model: MaskedAutoencoder, settings: ExplorerSettings = ExplorerSetti
         ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(title, fontsize=9)
     error = rec.patch_error[0].clone()
-    error[rec.mask[0] == 0] = float("nan")  # visible patches are not predicted: no error to show
-    heat = axes[4].imshow(error.reshape(model.grid_size).numpy(), cmap="magma", interpolation="nearest")
-    axes[4].set_title("error per removed patch", fontsize=9)
-    fig.colorbar(heat, ax=axes[4], fraction=0.046, pad=0.04)
+    error[rec.mask[0] == 0] = float("nan")  # visible patches are not scored: drawn grey, apart from the scale
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.6")
+    heat = axes[4].imshow(error.reshape(model.grid_size).numpy(), cmap=cmap, vmin=0, vmax=error_scale(model, imgs),
+                          interpolation="nearest")  # fmt: skip
+    axes[4].set_title("error per removed patch (grey: visible)", fontsize=9)
+    bar = fig.colorbar(heat, ax=axes[4], fraction=0.046, pad=0.04)
+    bar.set_label("mean squared error per value", fontsize=8)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -129,6 +133,16 @@ def explore(model: MaskedAutoencoder, settings: ExplorerSettings = ExplorerSetti
         fontsize=10,
     )
     return fig
+
+
+def error_scale(model: MaskedAutoencoder, imgs: torch.Tensor) -> float:
+    """The top of the error map's colour scale for an image: the error of the most contrasted patch
+    when predicted as flat grey (the dataset's mean colour, or the patch's own mean for norm-pix
+    targets). It depends on the image only, so the scale stays put while the ratio and seed move."""
+    target = patchify(imgs, model.patch_size).float()
+    if model.norm_pix_loss:
+        target = norm_pix_target(target)
+    return max(float((target**2).mean(-1).max()), 1e-6)
 
 
 def ratio_figure(
@@ -182,7 +196,7 @@ class Explorer:
             options=choices, value=settings.image if settings.image in choices else choices[0], description="image"
         )
         self.own_file = widgets.Text(
-            value="", placeholder="or the path of your own image file", description="own image"
+            value="", placeholder="or your own image file (relative to this notebook's folder)", description="own image"
         )
         self.seed = widgets.IntText(value=settings.seed, description="seed")
         self.norm_pix = widgets.Checkbox(value=settings.norm_pix_view, description="normalized-pixel view")

@@ -57,9 +57,10 @@ def released_path(name: str, folder: str | os.PathLike | None = None) -> Path:
     return root.expanduser() / f"{name}.pth"
 
 
-def download_command(name: str) -> str:
-    """The shell command that fetches a released checkpoint, for machines where Python has no network."""
-    return f"wget {_known(name)[0]}"
+def download_command(name: str, folder: str | os.PathLike | None = None) -> str:
+    """The shell command that fetches a released checkpoint into the folder the loader reads, for
+    machines where Python has no network."""
+    return f"wget -P {released_path(name, folder).parent} {_known(name)[0]}"
 
 
 def download_released(name: str, folder: str | os.PathLike | None = None) -> Path:
@@ -73,7 +74,7 @@ def download_released(name: str, folder: str | os.PathLike | None = None) -> Pat
         torch.hub.download_url_to_file(url, str(path), progress=True)
     except (urllib.error.URLError, OSError) as e:
         raise DataError(
-            f"could not download {name} from {url} ({e}); download it yourself with: {download_command(name)}"
+            f"could not download {name} from {url} ({e}); download it yourself with: {download_command(name, folder)}"
         ) from None
     return path
 
