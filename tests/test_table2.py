@@ -47,3 +47,19 @@ def test_decoder_depth_in_the_overrides_is_one_clear_line(tmp_path, capsys):
     assert (
         main([*args[:-2], "--suite", "model", "--implementations", "plain", "--output", str(tmp_path / "m.json")]) == 0
     )
+
+
+def test_the_contenders_take_turns_and_the_ratio_has_its_spread():
+    """Timing A, then B, compares two moments of a busy machine: the rounds alternate instead."""
+    from mae_course.experiments.timing import alternating_seconds, ratio
+
+    order = []
+    seconds = alternating_seconds({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3, warmup=1)
+    assert order == ["a", "b"] * 4 and [len(v) for v in seconds.values()] == [3, 3]
+    r = ratio([2.0, 3.0, 9.0], [1.0, 1.0, 1.0])
+    assert (r.median, r.low, r.high, r.rounds) == (3.0, 2.0, 9.0, 3) and "from 2.00x to 9.00x over 3 rounds" in str(r)
+    results = table2(Table2Config(model="mae_vit_mini_patch4_32", model_overrides=NARROW, decoder_depths=(1,),
+                                  batch_size=2, steps=3, device="cpu"))  # fmt: skip
+    row = results["rows"][0]
+    assert row["rounds"] == 3 and row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
+    assert "rounds:" in table2_text(results)

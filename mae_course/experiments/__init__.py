@@ -4,6 +4,7 @@ inpainting   lesson 02   what no learning can do: filling removed patches from t
 flops        lesson 08   FLOP counts from the architecture
 sweep        lesson 08   ablations (Figure 5, Table 1) as one resumable command
 table2       lesson 08   the asymmetric encoder's speed-up (Table 2), timed
+timing       lessons 03, 08   fair timing: contenders take turns, median ratio and its spread
 throughput   lesson 09   model-only images/s, MFU, against the transformers peer
 peer         lesson 09   transformers' ViTMAEForPreTraining, built to match ours
 e2e          lesson 09   can the CPU or GPU data pipeline feed the model?

@@ -10,19 +10,20 @@ the hardware and software versions.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteLossError
 from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
 from ..provenance import git_commit, hardware
 from ..train.distributed import resolve_device
 from ..train.recipe import make_adamw
 from ..train.step import make_train_step
 from .flops import mae_flops
-from .throughput import time_steps
+from .timing import alternating_seconds, ratio
 
 # The paper's measurements (Table 2: ViT-L, 800 epochs on 128 TPU-v3 cores, wall-clock hours).
 PAPER_TABLE2 = {
@@ -40,8 +41,8 @@ class Table2Config:
     model: str = "mae_vit_large_patch16"
     decoder_depths: tuple[int, ...] = (8, 1)
     batch_size: int = 2
-    steps: int = 3
-    warmup: int = 1
+    steps: int = 3  # timed rounds, one step of each encoder per round
+    warmup: int = 1  # untimed rounds first
     mask_ratio: float = 0.75
     device: str = "auto"
     amp: str = "auto"
@@ -63,25 +64,14 @@ class Table2Config:
             raise ConfigError(f"decoder depths must be at least 1, got {list(self.decoder_depths)}")
 
 
-def step_seconds(
-    model: torch.nn.Module,
-    imgs: torch.Tensor,
-    steps: int,
-    warmup: int,
-    mask_ratio: float,
-    amp: str,
-    compile: bool = False,
-) -> float:
-    """Mean seconds of one full training step (forward, backward, AdamW), after ``warmup`` steps.
-
-    The step is the training loop's own (:func:`mae_course.train.step.make_train_step`), with its AdamW.
-    """
-    step = make_train_step(model, make_adamw(model, lr=1e-4), mask_ratio=mask_ratio, amp=amp, compile=compile)
-    return time_steps(step, imgs, steps, warmup)
-
-
 def table2(cfg: Table2Config) -> dict[str, Any]:
-    """Asymmetric vs mask-token encoder, per decoder depth, timed in one run."""
+    """Asymmetric vs mask-token encoder, per decoder depth, timed in one run.
+
+    For each depth both models are built, and their training steps (the loop's own,
+    :func:`mae_course.train.step.make_train_step`, with its AdamW) take turns: ``cfg.steps``
+    rounds of one step each, after ``cfg.warmup`` untimed rounds. Each round gives one ratio;
+    the speed-up is their median, with the lowest and the highest beside it.
+    """
     cfg.validate()
     device = resolve_device(cfg.device)
     torch.manual_seed(0)
@@ -89,23 +79,29 @@ def table2(cfg: Table2Config) -> dict[str, Any]:
     imgs = torch.randn(cfg.batch_size, 3, size, size, device=device)
     rows = []
     for depth in cfg.decoder_depths:
-        row: dict[str, Any] = {"decoder_depth": depth}
+        steps, flops, losses = {}, {}, {}
         for variant, in_encoder in (("asymmetric", False), ("mask_tokens_in_encoder", True)):
             settings = {**(cfg.model_overrides or {}), "decoder_depth": depth, "mask_token_in_encoder": in_encoder}
             model = build_model(cfg.model, **settings).to(device)
-            seconds = step_seconds(model, imgs, cfg.steps, cfg.warmup, cfg.mask_ratio, cfg.amp, cfg.compile)
-            flops = mae_flops(model.config, cfg.mask_ratio).train_step
-            row[variant] = {
-                "step_s": seconds,
-                "images_per_s": cfg.batch_size / seconds,
-                "gflops_per_image": flops / 1e9,
-            }
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        row["speedup"] = row["mask_tokens_in_encoder"]["step_s"] / row["asymmetric"]["step_s"]
-        row["flop_ratio"] = row["mask_tokens_in_encoder"]["gflops_per_image"] / row["asymmetric"]["gflops_per_image"]
+            step = make_train_step(model, make_adamw(model, lr=1e-4), mask_ratio=cfg.mask_ratio, amp=cfg.amp,
+                                   compile=cfg.compile)  # fmt: skip
+            steps[variant] = lambda step=step, variant=variant, losses=losses: losses.__setitem__(variant, step(imgs))
+            flops[variant] = mae_flops(model.config, cfg.mask_ratio).train_step
+        seconds = alternating_seconds(steps, rounds=cfg.steps, warmup=cfg.warmup)
+        if not all(torch.isfinite(loss).item() for loss in losses.values()):
+            raise NonFiniteLossError(f"the loss became non-finite while timing decoder depth {depth}")
+        row: dict[str, Any] = {"decoder_depth": depth}
+        for variant, times in seconds.items():
+            median = statistics.median(times)
+            row[variant] = {"step_s": median, "images_per_s": cfg.batch_size / median,
+                            "gflops_per_image": flops[variant] / 1e9}  # fmt: skip
+        speedup = ratio(seconds["mask_tokens_in_encoder"], seconds["asymmetric"])
+        row.update(speedup=speedup.median, speedup_low=speedup.low, speedup_high=speedup.high, rounds=speedup.rounds,
+                   flop_ratio=flops["mask_tokens_in_encoder"] / flops["asymmetric"])  # fmt: skip
         rows.append(row)
+        del steps
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return {
         "suite": "table2",
         "rows": rows,
@@ -122,8 +118,9 @@ def table2_text(results: dict[str, Any]) -> str:
     lines = [f"{model}, batch {results['settings']['batch_size']}, on {results['hardware']['device']}",
              f"{'decoder depth':>13} {'asymmetric':>14} {'with [M]':>14} {'speed-up':>9} {'FLOP ratio':>11}"]  # fmt: skip
     for row in results["rows"]:
+        spread = f"   (rounds: {row['speedup_low']:.2f}x to {row['speedup_high']:.2f}x)" if "speedup_low" in row else ""
         lines.append(
             f"{row['decoder_depth']:>13} {row['asymmetric']['step_s'] * 1000:>11.0f} ms {row['mask_tokens_in_encoder']['step_s'] * 1000:>11.0f} ms "
-            f"{row['speedup']:>8.2f}x {row['flop_ratio']:>10.2f}x"
+            f"{row['speedup']:>8.2f}x {row['flop_ratio']:>10.2f}x{spread}"
         )
     return "\n".join(lines)
