@@ -12,10 +12,10 @@ import mae_course as M
 from mae_course import checks as C
 from mae_course.evaluation.protocols import layer_decay_groups, probe_head
 from mae_course.experiments.flops import block_flops
-from mae_course.experiments.scaling import batch_plan, pretraining_hours
+from mae_course.experiments.scaling import batch_plan, rank_indices
 from mae_course.model.encoder import attention
 from mae_course.seeing.reconstruction import denormalize_patches, paste_visible
-from mae_course.train.recipe import lr_at, train_step
+from mae_course.train.recipe import lr_at, train_epoch
 
 # ---------------------------------------------------------------------------- patchify
 
@@ -234,43 +234,28 @@ def lr_linear_decay(step, total_steps, warmup_steps, lr, min_lr=0.0):
     return lr - (lr - min_lr) * (step - warmup_steps) / max(1, total_steps - warmup_steps)
 
 
-# ---------------------------------------------------------------------------- train step
+# ---------------------------------------------------------------------------- an epoch of steps
 
 
-def step_without_zero_grad(model, optimizer, imgs, mask_ratio=0.75):
-    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+def epoch_with(lr_index=lambda first, i: first + i, set_each_step=True, zero_grad=True, pass_ratio=True,
+               as_tensor=False):  # fmt: skip
+    """train_epoch with one realistic mistake: which step's lr, how often it is set, zero_grad, mask_ratio."""
 
+    def train_epoch_variant(model, optimizer, batches, lr_of, first_step=0, mask_ratio=0.75):
+        losses = []
+        for i, imgs in enumerate(batches):
+            if set_each_step or i == 0:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_of(lr_index(first_step, i))
+            loss, _, _ = model(imgs, mask_ratio=mask_ratio) if pass_ratio else model(imgs)
+            if zero_grad:
+                optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach() if as_tensor else loss.item())
+        return losses
 
-def step_without_update(model, optimizer, imgs, mask_ratio=0.75):
-    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
-    optimizer.zero_grad()
-    loss.backward()
-    return loss.item()
-
-
-def step_without_backward(model, optimizer, imgs, mask_ratio=0.75):
-    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
-    optimizer.step()
-    return loss.item()
-
-
-def step_ignores_mask_ratio(model, optimizer, imgs, mask_ratio=0.75):
-    loss, _, _ = model(imgs)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def step_returns_tensor(model, optimizer, imgs, mask_ratio=0.75):
-    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss
+    return train_epoch_variant
 
 
 # ---------------------------------------------------------------------------- evaluation (lesson 07)
@@ -368,6 +353,48 @@ def flops_one_mlp_layer(tokens, dim, mlp_ratio=4.0):
     return (8 + 2 * mlp_ratio) * tokens * dim * dim + 4 * tokens * tokens * dim
 
 
+# ---------------------------------------------------------------------------- forward_encoder, forward_decoder
+
+
+def encoder_with(positions_after_masking=False, cls_position=True, cls_last=False, final_norm=True):
+    """The whole encoder from the model's parts, with one classic mistake."""
+
+    def forward_encoder(model, imgs, mask_ratio, noise):
+        x = model.patch_embed(imgs)
+        if not positions_after_masking:
+            x = x + model.pos_embed[:, 1:]
+        x, mask, ids_restore = M.random_masking(x, mask_ratio, noise)
+        if positions_after_masking:
+            x = x + model.pos_embed[:, 1 : 1 + x.shape[1]]
+        cls = model.cls_token + (model.pos_embed[:, :1] if cls_position else 0)
+        cls = cls.expand(x.shape[0], -1, -1)
+        x = torch.cat([x, cls] if cls_last else [cls, x], dim=1)
+        for block in model.blocks:
+            x = block(x)
+        return (model.norm(x) if final_norm else x), mask, ids_restore
+
+    return forward_encoder
+
+
+def decoder_with(table="decoder", keep_cls=True, drop_cls=True, final_norm=True):
+    """The whole decoder from the model's parts, with one classic mistake."""
+
+    def forward_decoder(model, latent, ids_restore):
+        x = model.decoder_embed(latent)
+        patches = M.unshuffle_with_mask_tokens(x[:, 1:], model.mask_token, ids_restore)
+        tables = {"decoder": model.decoder_pos_embed, "encoder": model.pos_embed, "none": 0}
+        if keep_cls:
+            x = torch.cat([x[:, :1], patches], dim=1) + tables[table]
+        else:
+            x = patches + model.decoder_pos_embed[:, 1:]
+        for block in model.decoder_blocks:
+            x = block(x)
+        x = model.decoder_pred(model.decoder_norm(x) if final_norm else x)
+        return x[:, 1:] if keep_cls and drop_cls else x
+
+    return forward_decoder
+
+
 # ---------------------------------------------------------------------------- the table
 
 # ---------------------------------------------------------------------------- batch_plan, pretraining_hours
@@ -389,16 +416,27 @@ def plan_rounds_down(target, per_gpu, gpus, blr):
     return target // (per_gpu * gpus), blr * target / 256  # never refuses an unreachable batch
 
 
-def hours_in_seconds(per_gpu, gpus, epochs, images, scaling):
-    return epochs * images / (per_gpu * gpus * scaling)
+def share_with(seed_of=lambda seed, epoch, rank: seed + epoch, pad=True, strided=True, shuffle=True, global_rng=False):
+    """rank_indices with one classic mistake."""
+
+    def share(size, rank, world, epoch, seed=0):
+        if global_rng:
+            torch.manual_seed(seed_of(seed, epoch, rank))
+            order = torch.randperm(size).tolist()
+        elif shuffle:
+            order = torch.randperm(size, generator=torch.Generator().manual_seed(seed_of(seed, epoch, rank))).tolist()
+        else:
+            order = list(range(size))
+        per = -(-size // world) if pad else size // world
+        order = (order + order * world)[: per * world]
+        return order[rank::world] if strided else order[rank * per : (rank + 1) * per]
+
+    return share
 
 
-def hours_one_gpu(per_gpu, gpus, epochs, images, scaling):
-    return epochs * images / (per_gpu * scaling) / 3600
-
-
-def hours_times_scaling(per_gpu, gpus, epochs, images, scaling):
-    return epochs * images / (per_gpu * gpus) * scaling / 3600
+def share_unpadded(size, rank, world, epoch, seed=0):
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return order[rank::world]
 
 
 MUTANTS = {
@@ -505,17 +543,38 @@ MUTANTS = {
         (plan_without_256, r"division by 256"),
         (plan_rounds_down, r"raise ValueError"),
     ],
-    "check_pretraining_hours": [
-        (hours_in_seconds, r"returns seconds"),
-        (hours_one_gpu, r"GPUs share the work"),
-        (hours_times_scaling, r"multiplies by the efficiency"),
+    "check_forward_encoder": [
+        (encoder_with(positions_after_masking=True), r"adds the positions after masking"),
+        (encoder_with(cls_position=False), r"gives the cls token no position"),
+        (encoder_with(cls_last=True), r"puts the cls token after the patches"),
+        (encoder_with(final_norm=False), r"leaves out the final LayerNorm"),
     ],
-    "check_train_step": [
-        (step_without_zero_grad, r"gradients pile up"),
-        (step_without_update, r"call optimizer.step\(\)"),
-        (step_without_backward, r"call loss.backward\(\)"),
-        (step_ignores_mask_ratio, r"pass mask_ratio=0.5"),
-        (step_returns_tensor, r"return loss.item\(\)"),
+    "check_forward_decoder": [
+        (decoder_with(table="encoder"), r"adds the encoder's positional table"),
+        (decoder_with(table="none"), r"adds no positions in the decoder"),
+        (decoder_with(keep_cls=False), r"leaves the cls token out of the decoder"),
+        (decoder_with(drop_cls=False), r"drop the cls token's, pred\[:, 1:\]"),
+        (decoder_with(final_norm=False), r"leaves out the decoder's LayerNorm"),
+    ],
+    "check_rank_indices": [
+        (
+            share_with(seed_of=lambda seed, epoch, rank: seed + epoch + rank),
+            r"seeded with seed \+ epoch and not with the rank",
+        ),
+        (share_with(seed_of=lambda seed, epoch, rank: seed), r"gives epoch 0's order in every epoch"),
+        (share_with(strided=False), r"contiguous block; take every world_size-th index"),
+        (share_with(shuffle=False), r"does not shuffle"),
+        (share_with(pad=False), r"image\(s\) are in no share: pad"),
+        (share_unpadded, r"the shares have 3 to 4 indices; every rank needs the same number"),
+        (share_with(global_rng=True), r"changed torch's global random state"),
+    ],
+    "check_train_epoch": [
+        (epoch_with(set_each_step=False), r"the lr is set once, not at every step"),
+        (epoch_with(lr_index=lambda first, i: first + i + 1), r"off-by-one: the update of step k must use lr_of\(k\)"),
+        (epoch_with(lr_index=lambda first, i: i), r"counted from 0 in every epoch; count from first_step"),
+        (epoch_with(zero_grad=False), r"gradients pile up"),
+        (epoch_with(pass_ratio=False), r"pass mask_ratio=0.5"),
+        (epoch_with(as_tensor=True), r"returned tensors; return plain floats"),
     ],
 }
 
@@ -529,14 +588,16 @@ REFERENCES = {
     "check_masked_mse_loss": M.masked_mse_loss,
     "check_norm_pix_target": M.norm_pix_target,
     "check_lr_schedule": lr_at,
-    "check_train_step": train_step,
+    "check_train_epoch": train_epoch,
     "check_probe_head": probe_head,
     "check_layer_decay_groups": layer_decay_groups,
     "check_paste_visible": paste_visible,
     "check_denormalize_patches": denormalize_patches,
     "check_block_flops": block_flops,
     "check_batch_plan": batch_plan,
-    "check_pretraining_hours": pretraining_hours,
+    "check_rank_indices": rank_indices,
+    "check_forward_encoder": encoder_with(),
+    "check_forward_decoder": decoder_with(),
 }
 
 

@@ -8,7 +8,8 @@ reference implementation:
 * not written yet (the stub still raises ``NotImplementedError``): it says so and returns.
 
 ``checks/<name>.py`` checks the exercises whose reference lives in the module of the same name:
-``checks/patches.py`` against :mod:`mae_course.model.patches`, ``checks/recipe.py`` against
+``checks/patches.py`` against :mod:`mae_course.model.patches`, ``checks/mae.py`` against
+:class:`mae_course.model.mae.MaskedAutoencoder`'s forward methods, ``checks/recipe.py`` against
 :mod:`mae_course.train.recipe`, ``checks/protocols.py`` against :mod:`mae_course.evaluation.protocols`,
 and so on. A check imports reference functions only, never a job.
 """
@@ -17,12 +18,13 @@ from ._core import CheckFailed, not_implemented_message
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
 from .encoder import check_attention, check_sincos_pos_embed
 from .flops import check_block_flops
+from .mae import check_forward_decoder, check_forward_encoder
 from .masking import check_random_masking
 from .patches import check_patchify, check_unpatchify
 from .protocols import check_layer_decay_groups, check_probe_head
-from .recipe import check_lr_schedule, check_train_step
+from .recipe import check_lr_schedule, check_train_epoch
 from .reconstruction import check_denormalize_patches, check_paste_visible
-from .scaling import check_batch_plan, check_pretraining_hours
+from .scaling import check_batch_plan, check_rank_indices
 
 __all__ = [
     "CheckFailed",
@@ -30,17 +32,19 @@ __all__ = [
     "check_batch_plan",
     "check_block_flops",
     "check_denormalize_patches",
+    "check_forward_decoder",
+    "check_forward_encoder",
     "check_layer_decay_groups",
     "check_lr_schedule",
     "check_masked_mse_loss",
     "check_norm_pix_target",
     "check_paste_visible",
     "check_patchify",
-    "check_pretraining_hours",
     "check_probe_head",
     "check_random_masking",
+    "check_rank_indices",
     "check_sincos_pos_embed",
-    "check_train_step",
+    "check_train_epoch",
     "check_unpatchify",
     "check_unshuffle_with_mask_tokens",
     "not_implemented_message",

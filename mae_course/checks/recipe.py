@@ -1,4 +1,4 @@
-"""Checks for lesson 05: the learning-rate schedule and one training step."""
+"""Checks for lesson 05: the learning-rate schedule, and an epoch of steps that each set their lr."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from ..model.mae import MaskedAutoencoder
 from ..train.recipe import lr_at as ref_lr_at
 from ..train.recipe import make_adamw
-from ..train.recipe import train_step as ref_train_step
+from ..train.recipe import train_epoch as ref_train_epoch
 from ._core import CheckFailed, call, exercise
 
 _LR = "lr_at"
@@ -84,7 +84,7 @@ def check_lr_schedule(fn) -> None:
         raise CheckFailed(f"{_LR}: at step {first} with {case} expected {expected[first]:.6g}, got {got[first]:.6g}")
 
 
-_STEP = "train_step"
+_EPOCH = "train_epoch"
 
 
 def _tiny_mae(seed: int) -> MaskedAutoencoder:
@@ -95,59 +95,85 @@ def _tiny_mae(seed: int) -> MaskedAutoencoder:
     )  # fmt: skip
 
 
-def _run(step_fn, steps: int, mask_ratio: float) -> tuple[list, MaskedAutoencoder]:
+class _Recorded(torch.optim.AdamW):
+    """AdamW that remembers the lr of each of its updates, and whether the gradients were fresh."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lrs: list[float] = []
+
+    def step(self, closure=None):
+        self.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def _schedule(step: int) -> float:
+    return 1e-3 * (1 + step % 7) / 7  # every step a different lr, so any shift shows
+
+
+def _run(fn, first_step: int, mask_ratio: float, steps: int = 4) -> tuple[list, list[float], MaskedAutoencoder]:
     model = _tiny_mae(0)
-    optimizer = make_adamw(model, lr=1e-2, weight_decay=0.05)
-    imgs = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    optimizer = _Recorded(make_adamw(model, lr=0.0).param_groups, lr=0.0, betas=(0.9, 0.95))
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(steps)]
+    torch.manual_seed(100)  # the same masks for the learner's loop and the reference
+    losses = fn(model, optimizer, iter(batches), _schedule, first_step, mask_ratio)
+    return losses, optimizer.lrs, model
+
+
+def _without_zero_grad(model, optimizer, batches, lr_of, first_step=0, mask_ratio=0.75):
     losses = []
-    for i in range(steps):
-        torch.manual_seed(100 + i)  # the same masks for the learner's step and the reference
-        losses.append(step_fn(model, optimizer, imgs, mask_ratio))
-    return losses, model
+    for i, imgs in enumerate(batches):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_of(first_step + i)
+        loss, _, _ = model(imgs, mask_ratio=mask_ratio)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
 
 
-def _no_zero_grad(model, optimizer, imgs, mask_ratio):
-    loss, _, _ = model(imgs, mask_ratio=mask_ratio)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-@exercise(_STEP, "forward, fresh gradients, backward, update, the mask ratio, the returned loss")
-def check_train_step(fn) -> None:
-    for mask_ratio in (0.75, 0.5):
-        ref_losses, ref_model = _run(ref_train_step, 3, mask_ratio)
-        learner = lambda m, o, x, r: call(_STEP, fn, m, o, x, r, case=f"mask_ratio={r}")  # noqa: E731
-        losses, model = _run(learner, 3, mask_ratio)
-        for value in losses:
-            if isinstance(value, torch.Tensor):
-                raise CheckFailed(f"{_STEP} returned a tensor; return loss.item(), a plain float for logging")
-            if not isinstance(value, int | float):
-                raise CheckFailed(f"{_STEP} should return the loss as a float, got {type(value).__name__}")
-        initial = _tiny_mae(0)
-        moved = any(not torch.equal(p, q) for p, q in zip(model.parameters(), initial.parameters(), strict=True))
-        if not moved:
-            if all(p.grad is None for p in model.parameters()):
-                raise CheckFailed(
-                    f"{_STEP}: the weights never changed and no gradient was computed; call loss.backward()"
-                )
-            raise CheckFailed(f"{_STEP}: the weights never changed; call optimizer.step() after loss.backward()")
+@exercise(_EPOCH, "the lr of every step from the schedule, counted over the run, fresh gradients, the losses")
+def check_train_epoch(fn) -> None:
+    for first_step, mask_ratio in ((0, 0.75), (9, 0.5)):
+        case = f"first_step={first_step}, mask_ratio={mask_ratio}"
+        learner = lambda *args, case=case: call(_EPOCH, fn, *args, case=case)  # noqa: E731
+        losses, lrs, model = _run(learner, first_step, mask_ratio)
+        if not isinstance(losses, list | tuple) or len(losses) != 4:
+            raise CheckFailed(f"{_EPOCH} should return a list with one loss per batch (4 batches), got {losses!r}")
+        if any(isinstance(v, torch.Tensor) for v in losses):
+            raise CheckFailed(f"{_EPOCH} returned tensors; return plain floats (loss.item()), one per step")
+        if len(lrs) != 4:
+            raise CheckFailed(f"{_EPOCH} called optimizer.step() {len(lrs)} times for 4 batches; once per batch")
+        expected = [_schedule(first_step + i) for i in range(4)]
+        if lrs != expected:
+            diagnoses = {
+                "the lr was never set: set every group's lr from lr_of before each update": [0.0] * 4,
+                "the lr is set once, not at every step: lr_of(step) for each batch": [expected[0]] * 4,
+                "an off-by-one: the update of step k must use lr_of(k), set before optimizer.step()": [
+                    _schedule(first_step + i + 1) for i in range(4)
+                ],
+                "steps are counted from 0 in every epoch; count from first_step, so the schedule continues": [
+                    _schedule(i) for i in range(4)
+                ],
+            }
+            for problem, wrong in diagnoses.items():
+                if all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(lrs, wrong, strict=True)):
+                    raise CheckFailed(f"{_EPOCH}: {problem} (with {case})")
+            raise CheckFailed(f"{_EPOCH}: the updates used lrs {[f'{v:.2e}' for v in lrs]}, expected "
+                              f"{[f'{v:.2e}' for v in expected]} (with {case})")  # fmt: skip
+        ref_losses, _, ref_model = _run(ref_train_epoch, first_step, mask_ratio)
+        if all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, ref_losses, strict=True)):
+            same = all(
+                torch.allclose(p, q, atol=1e-6) for p, q in zip(model.parameters(), ref_model.parameters(), strict=True)
+            )
+            if same:
+                continue
+        piled, _, _ = _run(_without_zero_grad, first_step, mask_ratio)
+        if all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, piled, strict=True)):
+            raise CheckFailed(f"{_EPOCH}: gradients pile up from step to step; clear them with optimizer.zero_grad()")
         if not math.isclose(losses[0], ref_losses[0], rel_tol=1e-5):
-            raise CheckFailed(
-                f"{_STEP}: the first loss is {losses[0]:.5f}, expected {ref_losses[0]:.5f}"
-                + (f"; pass mask_ratio={mask_ratio} to the model" if mask_ratio != 0.75 else "")
-            )
-        same_weights = all(
-            torch.allclose(p, q, atol=1e-6) for p, q in zip(model.parameters(), ref_model.parameters(), strict=True)
-        )
-        if same_weights and all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, ref_losses, strict=True)):
-            continue
-        no_zero_losses, _ = _run(_no_zero_grad, 3, mask_ratio)
-        if all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, no_zero_losses, strict=True)):
-            raise CheckFailed(
-                f"{_STEP}: gradients pile up from step to step; clear them with optimizer.zero_grad() in every step"
-            )
-        raise CheckFailed(
-            f"{_STEP}: after 3 steps the losses are {[round(v, 5) for v in losses]}, expected "
-            f"{[round(v, 5) for v in ref_losses]}"
-        )
+            raise CheckFailed(f"{_EPOCH}: the first loss is {losses[0]:.5f}, expected {ref_losses[0]:.5f}; "
+                              f"pass mask_ratio={mask_ratio} to the model")  # fmt: skip
+        raise CheckFailed(f"{_EPOCH}: the losses are {[round(v, 5) for v in losses]}, expected "
+                          f"{[round(v, 5) for v in ref_losses]} (with {case})")  # fmt: skip

@@ -1,15 +1,17 @@
-"""Checks for lesson 09: the batch arithmetic of a full-scale run, and its duration."""
+"""Checks for lesson 09: the batch arithmetic of a full-scale run, and each process's share of the data."""
 
 from __future__ import annotations
 
 import math
 
+import torch
+
 from ..experiments.scaling import batch_plan as ref_batch_plan
-from ..experiments.scaling import pretraining_hours as ref_pretraining_hours
+from ..experiments.scaling import rank_indices as ref_rank_indices
 from ._core import CheckFailed, call, exercise
 
 _PLAN = "batch_plan"
-_HOURS = "pretraining_hours"
+_SHARE = "rank_indices"
 
 
 def _close(a: float, b: float) -> bool:
@@ -62,25 +64,65 @@ def check_batch_plan(fn) -> None:
     )
 
 
-@exercise(_HOURS, "epochs x images / (per-GPU throughput x GPUs x scaling), in hours")
-def check_pretraining_hours(fn) -> None:
-    for per_gpu, gpus, epochs, images, scaling in [(106.0, 64, 800, 1_281_167, 1.0), (2000.0, 8, 800, 1_281_167, 0.95),
-                                                   (500.0, 1, 100, 9469, 1.0), (3000.0, 64, 1600, 1_281_167, 0.9)]:  # fmt: skip
-        case = f"{per_gpu:g} img/s per GPU, {gpus} GPUs, {epochs} epochs of {images} images, scaling {scaling}"
-        got = call(_HOURS, fn, per_gpu, gpus, epochs, images, scaling, case=case)
-        want = ref_pretraining_hours(per_gpu, gpus, epochs, images, scaling)
-        if not isinstance(got, int | float):
-            raise CheckFailed(f"{_HOURS} should return a number of hours, got {type(got).__name__}")
-        if _close(got, want):
+@exercise(
+    _SHARE, "one shared permutation per epoch, padded, every world_size-th index from the rank: DistributedSampler's"
+)
+def check_rank_indices(fn) -> None:
+    for size, world, epoch, seed in [(10, 3, 0, 0), (16, 4, 1, 0), (5, 8, 2, 7), (100, 6, 3, 1)]:
+        case = f"size {size}, world_size {world}, epoch {epoch}, seed {seed}"
+        before = torch.random.get_rng_state()
+        shares = [_share(fn, size, rank, world, epoch, seed, case) for rank in range(world)]
+        if not torch.equal(before, torch.random.get_rng_state()):
+            raise CheckFailed(
+                f"{_SHARE} changed torch's global random state (torch.manual_seed or a draw without a generator): "
+                "that moves every other random draw of the run; draw from torch.Generator().manual_seed(seed + epoch)"
+            )
+        want = [ref_rank_indices(size, rank, world, epoch, seed) for rank in range(world)]
+        if shares == want:
             continue
-        mistakes = [(want * 3600, "returns seconds; divide by 3600 for hours"),
-                    (want * 60, "returns minutes; hours are seconds / 3600")]  # fmt: skip
-        if gpus > 1:
-            mistakes.append((want * gpus, "forgets that the GPUs share the work: divide by the number of GPUs"))
-        if scaling != 1.0:
-            mistakes += [(want * scaling, "ignores the scaling efficiency: together the GPUs go scaling x gpus times as fast as one"),
-                         (want * scaling**2, "multiplies by the efficiency; divide by it (a lower efficiency means a longer run)")]  # fmt: skip
-        for wrong, problem in mistakes:
-            if _close(got, wrong):
-                raise CheckFailed(f"{_HOURS}: on {case}, {problem}")
-        raise CheckFailed(f"{_HOURS}: on {case}, expected {want:.4g} h, got {got:.4g}")
+        lengths = sorted({len(s) for s in shares})
+        if len(lengths) > 1:
+            raise CheckFailed(
+                f"{_SHARE}: on {case}, the shares have {lengths[0]} to {lengths[-1]} indices; every rank needs the "
+                f"same number ({len(want[0])}), or one takes a step more and waits forever for the others' gradients: "
+                "pad the permutation to a multiple of world_size by repeating its first indices"
+            )
+        covered = set().union(*shares)
+        if len(shares[0]) < len(want[0]) and covered <= set(range(size)):
+            missing = size - len(covered)
+            raise CheckFailed(
+                f"{_SHARE}: on {case}, {missing} image(s) are in no share: pad to a multiple of world_size instead "
+                "of dropping the rest (DistributedSampler's drop_last=False)"
+            )
+        if covered != set(range(size)):
+            raise CheckFailed(
+                f"{_SHARE}: on {case}, some images are in no share and others in two: every rank must draw the same "
+                "permutation, from a generator seeded with seed + epoch and not with the rank"
+            )
+        per = len(want[0])
+        shuffled = _padded(
+            torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist(), per, world
+        )
+        if epoch and shares == [ref_rank_indices(size, rank, world, 0, seed) for rank in range(world)]:
+            problem = "gives epoch 0's order in every epoch: seed the generator with seed + epoch"
+        elif shares == [shuffled[rank * per : (rank + 1) * per] for rank in range(world)]:
+            problem = (
+                "gives each rank a contiguous block; take every world_size-th index from position rank "
+                "(order[rank::world_size]), as DistributedSampler does"
+            )
+        elif shares == [_padded(list(range(size)), per, world)[rank::world] for rank in range(world)]:
+            problem = "does not shuffle: draw torch.randperm(size, generator=...) first"
+        else:
+            problem = f"expected rank 0's indices {want[0][:8]}{'...' if per > 8 else ''}, got {shares[0][:8]}"
+        raise CheckFailed(f"{_SHARE}: on {case}, {problem}")
+
+
+def _padded(order: list[int], per_rank: int, world: int) -> list[int]:
+    return (order + order * world)[: per_rank * world]
+
+
+def _share(fn, size: int, rank: int, world: int, epoch: int, seed: int, case: str) -> list[int]:
+    got = call(_SHARE, fn, size, rank, world, epoch, seed, case=case)
+    if not isinstance(got, list | tuple) or not all(isinstance(i, int) for i in got):
+        raise CheckFailed(f"{_SHARE} should return a list of ints (a tensor's .tolist()), got {type(got).__name__}")
+    return list(got)

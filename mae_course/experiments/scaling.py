@@ -1,4 +1,5 @@
-"""Lesson 09: planning a full-scale run: the batch arithmetic of the recipe, and how long it will take.
+"""Lesson 09: planning a full-scale run: the batch arithmetic of the recipe, each process's share of
+the data, and how long it will take.
 
 The paper pretrains with an effective batch of 4096 images per optimizer step (appendix A.1),
 whatever the hardware: 8 GPUs of 64 images with 8 accumulation steps and 64 GPUs of 64 images
@@ -8,7 +9,10 @@ a plan fixes the accumulation and the lr together.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
+
+import torch
 
 from ..train.recipe import scaled_lr
 
@@ -37,6 +41,23 @@ def batch_plan(target_batch: int, per_gpu_batch: int, gpus: int, blr: float = PA
             "choose a per-GPU batch that divides it"
         )
     return BatchPlan(target_batch // per_step, scaled_lr(blr, target_batch))
+
+
+def rank_indices(size: int, rank: int, world_size: int, epoch: int, seed: int = 0) -> list[int]:
+    """The dataset indices process ``rank`` of ``world_size`` trains on in ``epoch``, in order.
+
+    As torch's ``DistributedSampler`` (shuffle=True, drop_last=False) picks them, which the course's
+    jobs use: every process draws the *same* permutation of ``range(size)`` from a generator seeded
+    with ``seed + epoch`` (the rank plays no part; ``sampler.set_epoch`` changes it every epoch),
+    pads it by repeating its first indices up to a multiple of ``world_size``, and keeps every
+    ``world_size``-th index from position ``rank``. So the shares cover every image, overlap only in
+    the padding, and have equal lengths: DDP all-reduces the gradients once per step on every
+    process, and a process with one batch more would wait for the others forever.
+    """
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    total = math.ceil(size / world_size) * world_size
+    order += (order * math.ceil(total / size))[: total - size]
+    return order[rank:total:world_size]
 
 
 def pretraining_hours(

@@ -4,6 +4,7 @@
     per-iteration warmup, then half a cosine   lr_at and Schedule: the lr of every step
     AdamW (0.9, 0.95), weight decay 0.05       make_adamw: decay on weight matrices only
     one step: forward, zero_grad, backward, step     train_step
+    an epoch of steps, each with its own lr           train_epoch
 
 :func:`~mae_course.train.engine.train_one_epoch` runs the same recipe with gradient
 accumulation, mixed precision and several processes.
@@ -12,6 +13,7 @@ accumulation, mixed precision and several processes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -164,3 +166,28 @@ def train_step(
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[torch.Tensor],
+    lr_of: Callable[[int], float],
+    first_step: int = 0,
+    mask_ratio: float = 0.75,
+) -> list[float]:
+    """Train on every batch, the schedule setting the lr of each optimizer step; returns the losses.
+
+    Step ``first_step + i`` (counted over the whole run, so the schedule continues from one epoch
+    to the next) trains on the i-th batch with ``lr_of(first_step + i)``, set on every parameter
+    group (times the group's ``lr_scale``) *before* the update.
+
+    Args:
+        batches: (N, C, H, W) normalized images, one tensor per step.
+        lr_of: the schedule, e.g. ``lambda step: lr_at(step, total, warmup, peak)``.
+    """
+    losses = []
+    for i, imgs in enumerate(batches):
+        set_lr(optimizer, lr_of(first_step + i))
+        losses.append(train_step(model, optimizer, imgs, mask_ratio))
+    return losses
