@@ -84,3 +84,19 @@ def test_evaluate_refuses_to_mix_two_evaluations_in_one_folder(tmp_path, mini_ma
     with pytest.raises(ConfigError, match="subset: 128 there, 64 now"):
         evaluate_encoder(replace(cfg, subset=64))
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["checkpoint"] == str(other)
+
+
+def test_the_results_figure_names_runs_in_words():
+    from mae_course.data import shipped_results
+    from mae_course.evaluation.all_protocols import results_figure
+
+    longer = json.loads(shipped_results("partial_long").read_text())
+    fig = results_figure(json.loads(shipped_results("evaluation").read_text()), longer)
+    assert longer["runs"]["partial_1"]["epochs"] == 15  # 3x the 5 epochs of the shipped evaluation
+    marks = {line.get_label(): list(line.get_ydata()) for line in fig.axes[1].lines}
+    assert marks["last block tuned, 15 epochs"] == [longer["runs"]["partial_1"]["top1"]]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[:5] == ["linear probe, random encoder", "linear probe", "last block's MLP tuned", "from scratch",
+                          "fine-tuning"]  # fmt: skip
+    assert "last block tuned" in labels and "last 2 blocks tuned" in labels
+    assert not any("_" in label for label in labels)

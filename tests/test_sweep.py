@@ -138,21 +138,27 @@ def _results(ablation, values):
     return {"ablation": ablation, "values": values, "runs": runs}
 
 
-def _paper_line(fig, stage):
-    """(x, y) of the paper's points on the panel of ``stage`` (its twin axis)."""
+def _axes_of(fig, stage):
+    """The measured panel of ``stage`` and the paper's panel below it (None when there is none)."""
     title = "fine-tuning" if stage == "finetune" else "linear probing"
-    main_axis = next(ax for ax in fig.axes if ax.get_title().startswith(title))
-    twins = [ax for ax in fig.axes if ax is not main_axis and ax.bbox.bounds == main_axis.bbox.bounds]
-    if not twins:
+    ours = next(ax for ax in fig.axes if ax.get_title().startswith(title))
+    below = [ax for ax in fig.axes if ax is not ours and ax.get_position().x0 == pytest.approx(ours.get_position().x0)]
+    return ours, (below[0] if below else None)
+
+
+def _paper_line(fig, stage):
+    """(x, y) of the paper's points on the panel below the measured panel of ``stage``."""
+    theirs = _axes_of(fig, stage)[1]
+    if theirs is None:
         return None
-    (line,) = [line for line in twins[0].lines if line.get_label().startswith("paper (")]
-    return list(line.get_xdata()), list(line.get_ydata())
+    (line,) = [line for line in theirs.lines if line.get_label().startswith("the paper (")]
+    return [float(x) for x in line.get_xdata()], [float(y) for y in line.get_ydata()]
 
 
 def test_the_figure_puts_the_papers_numbers_next_to_the_measured_ones():
     depth = sweep_figure(_results("decoder_depth", ["1", "2", "4"]))
-    assert _paper_line(depth, "linprobe") == ([0, 1, 2], [65.5, 70.0, 71.9])  # Table 1a at the measured depths
-    assert _paper_line(depth, "finetune") == ([0, 1, 2], [84.8, 84.9, 84.9])
+    assert _paper_line(depth, "linprobe") == ([1, 2, 4], [65.5, 70.0, 71.9])  # Table 1a at the measured depths
+    assert _paper_line(depth, "finetune") == ([1, 2, 4], [84.8, 84.9, 84.9])
     sampling = sweep_figure(_results("mask_sampling", ["grid", "random"]))
     assert _paper_line(sampling, "linprobe") == ([0, 1], [66.0, 73.5])
     ratios = sweep_figure(_results("mask_ratio", ["0.25", "0.75"]))
@@ -164,11 +170,21 @@ def test_the_figure_puts_the_papers_numbers_next_to_the_measured_ones():
 def test_measured_and_paper_axes_share_their_scale():
     """A 0.1-point move in the paper must not look as steep as a 1-point move of ours."""
     fig = sweep_figure(_results("decoder_depth", ["1", "2", "4"]))
-    main_axis = next(ax for ax in fig.axes if ax.get_title().startswith("fine-tuning"))
-    twin = next(ax for ax in fig.axes if ax is not main_axis and ax.bbox.bounds == main_axis.bbox.bounds)
-    spans = [ax.get_ylim()[1] - ax.get_ylim()[0] for ax in (main_axis, twin)]
+    ours, theirs = _axes_of(fig, "finetune")
+    spans = [ax.get_ylim()[1] - ax.get_ylim()[0] for ax in (ours, theirs)]
     assert spans[0] == pytest.approx(spans[1]) and spans[0] >= 6.0
-    assert twin.get_ylim()[0] < 84.8 and twin.get_ylim()[1] > 84.9
+    assert theirs.get_ylim()[0] < 84.8 and theirs.get_ylim()[1] > 84.9
+    assert ours.get_xlabel() == theirs.get_xlabel() == "decoder depth"
+
+
+def test_the_baselines_share_the_measured_axes():
+    """From-scratch and random-encoder accuracy are what a pretrained number is read against."""
+    fig = sweep_figure(_results("mask_ratio", ["0.25", "0.75"]), baselines={"finetune": 19.65, "linprobe": 17.25})
+    for stage, name, value in (("finetune", "from scratch", 19.65), ("linprobe", "random encoder", 17.25)):
+        ours, _ = _axes_of(fig, stage)
+        (line,) = [line for line in ours.lines if line.get_label().startswith(name)]
+        assert list(line.get_ydata()) == [value, value]
+    assert _axes_of(sweep_figure(_results("epochs", ["10", "20"])), "finetune")[1] is None  # no paper numbers
 
 
 def test_a_stage_that_lost_its_model_is_finished_on_the_next_run(tmp_path, capsys):

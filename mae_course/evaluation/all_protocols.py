@@ -150,8 +150,28 @@ def collect(cfg: EvaluationConfig, stages: Stages) -> dict[str, Any]:
     return summary
 
 
-def results_figure(summary: dict[str, Any]) -> CourseFigure:
-    """Top-1 accuracy of every run (left) and of partial fine-tuning against tuned blocks (right)."""
+RUN_LABELS = {
+    "linprobe": "linear probe",
+    "linprobe_random": "linear probe, random encoder",
+    "finetune": "fine-tuning",
+    "finetune_scratch": "from scratch",
+    "partial_mlp": "last block's MLP tuned",
+}
+
+
+def run_label(name: str) -> str:
+    """The words for a run's key: ``partial_2`` -> "last 2 blocks tuned"."""
+    if name.startswith("partial_") and name != "partial_mlp":
+        blocks = int(name.split("_")[1])
+        return "last block tuned" if blocks == 1 else f"last {blocks} blocks tuned"
+    return RUN_LABELS.get(name, name)
+
+
+def results_figure(summary: dict[str, Any], longer: dict[str, Any] | None = None) -> CourseFigure:
+    """Top-1 accuracy of every run (left) and of partial fine-tuning against tuned blocks (right).
+
+    ``longer``: the results of the same partial runs on a longer schedule, drawn as hollow markers.
+    """
     runs = summary["runs"]
     fig = CourseFigure(figsize=(11, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1.3, 1))
@@ -160,7 +180,7 @@ def results_figure(summary: dict[str, Any]) -> CourseFigure:
         (n for n in runs if n.startswith("partial_") and n != "partial_mlp"), key=lambda n: int(n.split("_")[1])
     )
     bars = left.barh(
-        names,
+        [run_label(n) for n in names],
         [runs[n]["top1"] for n in names],
         color=["0.6" if "random" in n or "scratch" in n else "C0" for n in names],
     )
@@ -172,13 +192,27 @@ def results_figure(summary: dict[str, Any]) -> CourseFigure:
         (int(n.split("_")[1]), r["top1"]) for n, r in runs.items() if n.startswith("partial_") and n != "partial_mlp"
     )
     if points:
-        right.plot(*zip(*points, strict=True), "o-", label="last k blocks tuned")
+        epochs = next((r["epochs"] for n, r in runs.items() if n.startswith("partial_")), None)
+        right.plot(
+            *zip(*points, strict=True), "o-", label="last k blocks tuned" + (f", {epochs} epochs" if epochs else "")
+        )
     if "finetune" in runs:
         right.axhline(runs["finetune"]["top1"], color="C1", ls="--", label="full fine-tuning")
     if "finetune_scratch" in runs:
         right.axhline(runs["finetune_scratch"]["top1"], color="0.5", ls=":", label="from scratch")
     if "partial_mlp" in runs:
-        right.plot([0.5], [runs["partial_mlp"]["top1"]], "s", color="C2", label="last block's MLP only")
+        right.plot(
+            [0.5],
+            [runs["partial_mlp"]["top1"]],
+            "s",
+            color="C2",
+            label=f"last block's MLP only, {runs['partial_mlp']['epochs']} epochs",
+        )
+    for name, run in (longer or {}).get("runs", {}).items():
+        x = 0.5 if name == "partial_mlp" else int(name.split("_")[1])
+        color = "C2" if name == "partial_mlp" else "C0"
+        right.plot([x], [run["top1"]], "o" if x >= 1 else "s", mfc="none", color=color, ms=8,
+                   label=f"{run_label(name)}, {run['epochs']} epochs")  # fmt: skip
     right.set(
         xlabel="blocks fine-tuned (0 = linear probe)",
         ylabel="top-1 (%)",

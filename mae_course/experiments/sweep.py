@@ -222,40 +222,68 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-def sweep_figure(results: dict[str, Any], paper: bool | None = None) -> CourseFigure:
-    """Linear-probe and fine-tune accuracy against the swept value (Figure 5 for mask_ratio)."""
+AXIS_LABELS = {"mask_ratio": "masking ratio", "epochs": "pretraining epochs", "decoder_depth": "decoder depth",
+               "decoder_embed_dim": "decoder width"}  # fmt: skip
+
+
+def sweep_figure(results: dict[str, Any], paper: bool | None = None,
+                 baselines: dict[str, float] | None = None) -> CourseFigure:  # fmt: skip
+    """Fine-tune and linear-probe accuracy against the swept value (Figure 5 for mask_ratio).
+
+    The top row is the course's measurement, with ``baselines`` (e.g. ``{"finetune": from-scratch
+    top-1, "linprobe": random-encoder top-1}``) drawn on the same axes; a second row, with its own
+    axes, shows what the paper states for the same setting (ViT-L on ImageNet), on the same number
+    of points per unit height so that slopes compare.
+    """
     ablation, runs = results["ablation"], results["runs"]
     values = [v for v in results["values"] if v in runs]
-    numeric = ablation == "mask_ratio"
+    numeric = all(_is_number(v) for v in values) and ABLATIONS[ablation][1] is not bool
     xs = [float(v) for v in values] if numeric else list(range(len(values)))
-    fig = CourseFigure(figsize=(10, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, stage, title in zip(axes, ("finetune", "linprobe"), ("fine-tuning", "linear probing"), strict=True):
+    stages = (("finetune", "fine-tuning"), ("linprobe", "linear probing"))
+    stated = {stage: paper_points(ablation, stage, values) for stage, _ in stages} if paper is not False else {}
+    rows = 2 if any(stated.values()) else 1
+    fig = CourseFigure(figsize=(10, 3.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for col, (stage, title) in enumerate(stages):
+        ax = axes[0, col]
         points = [(x, runs[v][stage]["top1"]) for x, v in zip(xs, values, strict=True) if stage in runs[v]]
         if points:
-            ax.plot(*zip(*points, strict=True), "o-", label="measured (this course)")
-        ax.set(title=f"{title}: top-1 vs {ablation}", ylabel="top-1 accuracy (%)")
-        if numeric:
-            ax.set_xlabel("masking ratio")
-        else:
-            ax.set_xticks(xs, values)
-        stated = paper_points(ablation, stage, values)
-        if stated and paper is not False:
-            twin = ax.twinx()
-            if not numeric:  # categories: plot at the positions of the measured values
-                stated = {xs[values.index(v)]: acc for v, acc in stated.items()}
-            twin.plot(list(stated), list(stated.values()), "s", color="C3", label="paper (ViT-L, ImageNet)")
-            if numeric and stage == "finetune":
-                twin.axhline(PAPER_FIGURE5["scratch"], color="C3", ls=":", lw=1, label="paper: from scratch")
-            twin.set_ylabel("paper's top-1 (%)", color="C3")
-            twin.legend(loc="lower right", fontsize=8)
-            if points:
-                same_scale(ax, twin)
-        if points:
-            ax.legend(loc="upper left", fontsize=8)
+            ax.plot(*zip(*points, strict=True), "o-", label="this course (mini MAE, built-in data)")
         else:
             ax.text(0.5, 0.5, f"no {title} runs yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        if baselines and stage in baselines:
+            name = "from scratch" if stage == "finetune" else "random encoder"
+            ax.axhline(baselines[stage], color="0.5", ls="--", lw=1, label=f"{name}, same budget")
+        ax.set(title=f"{title}: top-1 vs {AXIS_LABELS.get(ablation, ablation)}", ylabel="top-1 accuracy (%)")
+        if ax.lines:
+            ax.legend(loc="best", fontsize=8)
+        if rows == 2:
+            theirs = axes[1, col]
+            marks = {(float(v) if numeric else xs[values.index(v)]): acc for v, acc in stated[stage].items()}
+            if marks:
+                theirs.plot(list(marks), list(marks.values()), "s", color="C3", label="the paper (ViT-L, ImageNet-1K)")
+            if ablation == "mask_ratio" and stage == "finetune":
+                theirs.axhline(PAPER_FIGURE5["scratch"], color="C3", ls=":", lw=1, label="the paper: from scratch")
+            theirs.set(ylabel="the paper's top-1 (%)")
+            if theirs.lines:
+                theirs.legend(loc="best", fontsize=8)
+                if points:
+                    same_scale(ax, theirs)
+        for a in axes[:, col]:
+            a.set_xlabel(AXIS_LABELS.get(ablation, ablation))
+            if not numeric or ablation != "mask_ratio":  # categories and counts: a tick per run
+                a.set_xticks(xs, values)
+            else:
+                a.set_xlim(0, 1)
     return fig
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def same_scale(*axes: Any, min_span: float = 6.0) -> None:
