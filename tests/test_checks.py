@@ -11,6 +11,7 @@ from einops import rearrange, repeat
 import mae_course as M
 from mae_course import checks as C
 from mae_course.evaluation.protocols import layer_decay_groups, probe_head
+from mae_course.evaluation.segment import iou_per_class
 from mae_course.experiments.flops import block_flops
 from mae_course.experiments.scaling import batch_plan, rank_indices
 from mae_course.model.encoder import attention
@@ -395,6 +396,23 @@ def decoder_with(table="decoder", keep_cls=True, drop_cls=True, final_norm=True)
     return forward_decoder
 
 
+# ---------------------------------------------------------------------------- iou_per_class
+
+
+def iou_with(denominator, absent=float("nan"), as_int=False):
+    """The IoU per class with one classic mistake in its denominator or its absent classes."""
+
+    def iou(confusion):
+        c = confusion if as_int else confusion.double()
+        tp, truly, predicted = c.diag(), c.sum(1), c.sum(0)
+        union = denominator(tp, truly, predicted)
+        if as_int:
+            return tp // union.clamp(min=1)
+        return torch.where(union > 0, tp / union.clamp(min=1e-12), torch.full_like(union, absent))
+
+    return iou
+
+
 # ---------------------------------------------------------------------------- the table
 
 # ---------------------------------------------------------------------------- batch_plan, pretraining_hours
@@ -556,6 +574,13 @@ MUTANTS = {
         (decoder_with(drop_cls=False), r"drop the cls token's, pred\[:, 1:\]"),
         (decoder_with(final_norm=False), r"leaves out the decoder's LayerNorm"),
     ],
+    "check_iou_per_class": [
+        (iou_with(lambda tp, t, p: t), r"that is the recall"),
+        (iou_with(lambda tp, t, p: p), r"that is the precision"),
+        (iou_with(lambda tp, t, p: t + p), r"counts the pixels both call c twice"),
+        (iou_with(lambda tp, t, p: t + p - tp, absent=0.0), r"class 3 is neither present nor predicted.*must be NaN"),
+        (iou_with(lambda tp, t, p: t + p - tp, as_int=True), r"integer division"),
+    ],
     "check_rank_indices": [
         (
             share_with(seed_of=lambda seed, epoch, rank: seed + epoch + rank),
@@ -596,6 +621,7 @@ REFERENCES = {
     "check_block_flops": block_flops,
     "check_batch_plan": batch_plan,
     "check_rank_indices": rank_indices,
+    "check_iou_per_class": iou_per_class,
     "check_forward_encoder": encoder_with(),
     "check_forward_decoder": decoder_with(),
 }

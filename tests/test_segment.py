@@ -67,3 +67,20 @@ def test_a_checkpoint_without_an_encoder_and_other_data_are_refused(tmp_path, ca
     assert "holds no ViT encoder" in capsys.readouterr().err
     assert main(["segment", "--data", "cifar10", "--output-dir", str(tmp_path / "b")]) == 2
     assert "only the built-in data has them" in capsys.readouterr().err
+
+
+def test_a_segment_run_s_model_loads_back_and_predicts_what_it_measured(tmp_path, mini_mae_checkpoint):
+    from mae_course.errors import CheckpointError
+    from mae_course.evaluation.segment import datasets, load_segmenter
+
+    cfg = SegmentConfig(checkpoint=str(mini_mae_checkpoint), epochs=1, subset=64, val_subset=32, batch_size=32,
+                        output_dir=str(tmp_path / "seg"), device="cpu")  # fmt: skip
+    metrics = segment(cfg)
+    model = load_segmenter(str(tmp_path / "seg" / "model.pth"))
+    _, val, classes = datasets(cfg)
+    images, targets = (torch.stack(t) for t in zip(*(val[i] for i in range(32)), strict=True))  # the first 32
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    assert mean_iou(confusion_matrix(predicted, targets, classes)) == pytest.approx(metrics["miou"], abs=1e-4)
+    with pytest.raises(CheckpointError, match="is not a segmentation model"):
+        load_segmenter(str(mini_mae_checkpoint))

@@ -25,6 +25,7 @@ from .protocols import check_layer_decay_groups, check_probe_head
 from .recipe import check_lr_schedule, check_train_epoch
 from .reconstruction import check_denormalize_patches, check_paste_visible
 from .scaling import check_batch_plan, check_rank_indices
+from .segment import check_iou_per_class
 
 __all__ = [
     "CheckFailed",
@@ -34,6 +35,7 @@ __all__ = [
     "check_denormalize_patches",
     "check_forward_decoder",
     "check_forward_encoder",
+    "check_iou_per_class",
     "check_layer_decay_groups",
     "check_lr_schedule",
     "check_masked_mse_loss",

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..checkpoint import load_checkpoint
 from ..config import option
 from ..data.builtin import BuiltinSegmentation
 from ..data.datasets import BUILTIN, builtin_source_size
@@ -172,6 +173,18 @@ def inputs(cfg: SegmentConfig, model: nn.Module, train_set, val_set, rt, workers
 
 SEGMENT = Recipe(datasets=datasets, build=build, optimizer=finetune_optimizer, loss=loss, inputs=inputs,
                  measure=measure_segmentation, primary="miou", shown=("miou", "pixel_accuracy"))  # fmt: skip
+
+
+def load_segmenter(path: str) -> SegmentationViT:
+    """The trained network of a ``segment`` run (its ``model.pth``), in eval mode."""
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.get("config", {}).get("classifier") if isinstance(checkpoint.get("config"), dict) else None
+    if not isinstance(config, dict) or config.get("task") != "segmentation":
+        raise CheckpointError(f"{path} is not a segmentation model; give the model.pth that a `segment` run wrote")
+    vit = {k: v for k, v in config.items() if k not in ("num_classes", "task", "global_pool")}
+    model = SegmentationViT(config["num_classes"], **vit)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
 
 
 def segment(cfg: SegmentConfig, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
