@@ -46,7 +46,9 @@ def test_segmentation_figures():
                                "from scratch": {"miou": 30.0, "pixel_accuracy": 80.0}})  # fmt: skip
     assert _bar_heights(fig.axes[0]) == [60.0, 30.0] and _bar_heights(fig.axes[1]) == [90.0, 80.0]
     colors = class_colors(len(BuiltinSegmentation.classes))
-    assert colors.shape == (11, 3) and colors[0].tolist() == [0, 0, 0] and len({tuple(c) for c in colors.tolist()}) == 11
+    assert (
+        colors.shape == (11, 3) and colors[0].tolist() == [0, 0, 0] and len({tuple(c) for c in colors.tolist()}) == 11
+    )
     images, truths = torch.zeros(3, 3, 8, 8), torch.randint(0, 11, (3, 8, 8))
     grid = segmentation_examples(images, truths, {"predicted": truths, "other": truths})
     assert len(grid.axes) == 4 * 3  # image, truth and two predictions, three columns
