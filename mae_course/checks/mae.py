@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..model.decoder import unshuffle_with_mask_tokens
+from ..model.mae import MaskedAutoencoder
 from ..model.masking import random_masking
 from ..model.registry import build_model
 from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor, same
@@ -23,7 +24,7 @@ _ENCODER = "forward_encoder"
 _DECODER = "forward_decoder"
 
 
-def _test_model(decoder_width: int = 32) -> nn.Module:
+def _test_model(decoder_width: int = 32) -> MaskedAutoencoder:
     """A 2-block mini MAE with random tables and tokens, so that every part shows in the result."""
     torch.manual_seed(0)
     model = build_model("mae_vit_mini_patch4_32", embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=decoder_width,
