@@ -187,6 +187,16 @@ def test_the_baselines_share_the_measured_axes():
     assert _axes_of(sweep_figure(_results("epochs", ["10", "20"])), "finetune")[1] is None  # no paper numbers
 
 
+def test_a_sweep_without_fine_tuning_draws_only_its_probe():
+    """Lesson 08's reduced sweep probes only: an empty fine-tuning panel read as a failed run."""
+    results = _results("mask_ratio", ["0.25", "0.75"])
+    for run in results["runs"].values():
+        del run["finetune"]
+    fig = sweep_figure(results, paper=False)
+    assert [ax.get_title() for ax in fig.axes] == ["linear probing: top-1 vs masking ratio"]
+    assert len(sweep_figure(_results("mask_ratio", ["0.75"]), paper=False).axes) == 2
+
+
 def test_a_stage_that_lost_its_model_is_finished_on_the_next_run(tmp_path, capsys):
     """A pretraining stage killed while writing model.pth made every rerun of the sweep fail: the
     stage said 'already finished' and the probe found no model."""

@@ -240,10 +240,12 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None,
     numeric = all(_is_number(v) for v in values) and ABLATIONS[ablation][1] is not bool
     xs = [float(v) for v in values] if numeric else list(range(len(values)))
     stages = (("finetune", "fine-tuning"), ("linprobe", "linear probing"))
+    measured = [s for s in stages if any(s[0] in runs[v] for v in values)]
+    stages = tuple(measured) or stages  # a probe-only sweep gets no empty fine-tuning panel
     stated = {stage: paper_points(ablation, stage, values) for stage, _ in stages} if paper is not False else {}
     rows = 2 if any(stated.values()) else 1
-    fig = CourseFigure(figsize=(10, 3.3 * rows), layout="constrained")
-    axes = fig.subplots(rows, 2, squeeze=False)
+    fig = CourseFigure(figsize=(5 * len(stages), 3.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, len(stages), squeeze=False)
     for col, (stage, title) in enumerate(stages):
         ax = axes[0, col]
         points = [(x, runs[v][stage]["top1"]) for x, v in zip(xs, values, strict=True) if stage in runs[v]]
