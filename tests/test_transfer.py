@@ -1,5 +1,6 @@
 """Lesson 10's figures: the paper's scaling and transfer numbers, and the course's miniatures."""
 
+import matplotlib
 import torch
 
 from mae_course.data.builtin import BuiltinSegmentation
@@ -45,6 +46,11 @@ def test_segmentation_figures():
     fig = segmentation_figure({"from MAE": {"miou": 60.0, "pixel_accuracy": 90.0},
                                "from scratch": {"miou": 30.0, "pixel_accuracy": 80.0}})  # fmt: skip
     assert _bar_heights(fig.axes[0]) == [60.0, 30.0] and _bar_heights(fig.axes[1]) == [90.0, 80.0]
+    named = segmentation_figure(
+        {n: {"miou": 1.0, "pixel_accuracy": 1.0} for n in ("from mae", "from supervised", "from scratch")}
+    )
+    mae, supervised, scratch = (bar.get_facecolor() for bar in named.axes[0].patches)
+    assert mae == matplotlib.colors.to_rgba("C0") and supervised == matplotlib.colors.to_rgba("C1") != scratch
     colors = class_colors(len(BuiltinSegmentation.classes))
     assert (
         colors.shape == (11, 3) and colors[0].tolist() == [0, 0, 0] and len({tuple(c) for c in colors.tolist()}) == 11

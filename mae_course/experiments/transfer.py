@@ -116,7 +116,7 @@ def segmentation_figure(results: dict[str, dict[str, Any]]) -> CourseFigure:
     names = list(results)
     fig = CourseFigure(figsize=(8, 3), layout="constrained")
     axes = fig.subplots(1, 2)
-    colors = ["C0" if "MAE" in n else ("C1" if "supervised" in n else "0.6") for n in names]
+    colors = ["C0" if "mae" in n.lower() else ("C1" if "supervised" in n.lower() else "0.6") for n in names]
     for ax, key, title in zip(axes, ("miou", "pixel_accuracy"), ("mIoU (%)", "pixel accuracy (%)"), strict=True):
         bars = ax.bar(names, [results[n][key] for n in names], color=colors)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
