@@ -29,6 +29,7 @@ EXPECTED_LESSONS = [
     "07_evaluation",
     "08_ablation",
     "09_scaling",
+    "10_transfer",
 ]
 LOCAL_PATH = re.compile(r"(/work/|/home/|/root/|/Users/|/tmp/|[A-Z]:\\\\)")
 
