@@ -24,6 +24,13 @@ _ENCODER = "forward_encoder"
 _DECODER = "forward_decoder"
 
 
+def _name_the_mistake(exercise: str, result: torch.Tensor, variants: dict[str, torch.Tensor]) -> None:
+    """Raise with the classic mistake whose output ``result`` equals, if it equals one."""
+    for problem, wrong in variants.items():
+        if same(result, wrong):
+            raise CheckFailed(f"{exercise} {problem}")
+
+
 def _test_model(decoder_width: int = 32) -> MaskedAutoencoder:
     """A 2-block mini MAE with random tables and tokens, so that every part shows in the result."""
     torch.manual_seed(0)
@@ -90,9 +97,7 @@ def check_forward_encoder(fn: Callable) -> None:
             )
         if same(latent, want_latent):
             return
-        for problem, wrong in _encoder_variants(model, imgs, noise).items():
-            if same(latent, wrong):
-                raise CheckFailed(f"{_ENCODER} {problem}")
+        _name_the_mistake(_ENCODER, latent, _encoder_variants(model, imgs, noise))
     raise CheckFailed(
         f"{_ENCODER}: wrong latent; the order is patch_embed, + pos_embed[:, 1:], random_masking, the cls token "
         "(+ pos_embed[:, :1]) in front, the blocks, model.norm"
@@ -142,9 +147,7 @@ def check_forward_decoder(fn: Callable) -> None:
             expect_shape(_DECODER, pred, tuple(want.shape), "one prediction of p*p*C values per patch, (N, L, p*p*C)")
             if same(pred, want):
                 continue
-            for problem, wrong in _decoder_variants(model, latent, ids_restore).items():
-                if same(pred, wrong):
-                    raise CheckFailed(f"{_DECODER} {problem}")
+            _name_the_mistake(_DECODER, pred, _decoder_variants(model, latent, ids_restore))
         raise CheckFailed(
             f"{_DECODER}: wrong prediction on {case}; the order is decoder_embed, the mask tokens unshuffled behind "
             "the cls token, + decoder_pos_embed, the decoder blocks, decoder_norm, decoder_pred, drop the cls"
