@@ -10,6 +10,7 @@ borrowed table, so the check makes every such mistake change the result.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -24,11 +25,15 @@ _ENCODER = "forward_encoder"
 _DECODER = "forward_decoder"
 
 
-def _name_the_mistake(exercise: str, result: torch.Tensor, variants: dict[str, torch.Tensor]) -> None:
-    """Raise with the classic mistake whose output ``result`` equals, if it equals one."""
-    for problem, wrong in variants.items():
-        if same(result, wrong):
+def _judge(exercise: str, got: torch.Tensor, want: torch.Tensor, variants: Callable[[], dict[str, torch.Tensor]],
+           otherwise: str) -> None:  # fmt: skip
+    """Pass if ``got`` is ``want``; else fail naming the classic mistake it equals, or with ``otherwise``."""
+    if same(got, want):
+        return
+    for problem, wrong in variants().items():
+        if same(got, wrong):
             raise CheckFailed(f"{exercise} {problem}")
+    raise CheckFailed(f"{exercise}: {otherwise}")
 
 
 def _test_model(decoder_width: int = 32) -> MaskedAutoencoder:
@@ -95,13 +100,9 @@ def check_forward_encoder(fn: Callable) -> None:
                 f"{_ENCODER}: mask or ids_restore differ from what random_masking gives for the noise passed in; "
                 "mask with the given noise and return its mask and ids_restore"
             )
-        if same(latent, want_latent):
-            return
-        _name_the_mistake(_ENCODER, latent, _encoder_variants(model, imgs, noise))
-    raise CheckFailed(
-        f"{_ENCODER}: wrong latent; the order is patch_embed, + pos_embed[:, 1:], random_masking, the cls token "
-        "(+ pos_embed[:, :1]) in front, the blocks, model.norm"
-    )
+        _judge(_ENCODER, latent, want_latent, partial(_encoder_variants, model, imgs, noise),
+               "wrong latent; the order is patch_embed, + pos_embed[:, 1:], random_masking, the cls token "
+               "(+ pos_embed[:, :1]) in front, the blocks, model.norm")  # fmt: skip
 
 
 def _decoder_variants(model: nn.Module, latent: torch.Tensor, ids_restore: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -145,10 +146,6 @@ def check_forward_decoder(fn: Callable) -> None:
             if pred.shape == (3, 65, want.shape[-1]):
                 raise CheckFailed(f"{_DECODER}: one prediction too many; drop the cls token's, pred[:, 1:]")
             expect_shape(_DECODER, pred, tuple(want.shape), "one prediction of p*p*C values per patch, (N, L, p*p*C)")
-            if same(pred, want):
-                continue
-            _name_the_mistake(_DECODER, pred, _decoder_variants(model, latent, ids_restore))
-        raise CheckFailed(
-            f"{_DECODER}: wrong prediction on {case}; the order is decoder_embed, the mask tokens unshuffled behind "
-            "the cls token, + decoder_pos_embed, the decoder blocks, decoder_norm, decoder_pred, drop the cls"
-        )
+            _judge(_DECODER, pred, want, partial(_decoder_variants, model, latent, ids_restore),
+                   f"wrong prediction on {case}; the order is decoder_embed, the mask tokens unshuffled behind the "
+                   "cls token, + decoder_pos_embed, the decoder blocks, decoder_norm, decoder_pred, drop the cls")  # fmt: skip
