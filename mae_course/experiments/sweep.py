@@ -237,7 +237,7 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None,
     """
     ablation, runs = results["ablation"], results["runs"]
     values = [v for v in results["values"] if v in runs]
-    numeric = all(_is_number(v) for v in values) and ABLATIONS[ablation][1] is not bool
+    numeric = ABLATIONS[ablation][1] in (int, float)  # counts and ratios on a value axis; the rest as categories
     xs = [float(v) for v in values] if numeric else list(range(len(values)))
     stages = (("finetune", "fine-tuning"), ("linprobe", "linear probing"))
     measured = [s for s in stages if any(s[0] in runs[v] for v in values)]
@@ -278,14 +278,6 @@ def sweep_figure(results: dict[str, Any], paper: bool | None = None,
             else:
                 a.set_xlim(0, 1)
     return fig
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def same_scale(*axes: Any, min_span: float = 6.0) -> None:
