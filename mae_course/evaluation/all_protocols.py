@@ -159,10 +159,16 @@ RUN_LABELS = {
 }
 
 
+def tuned_blocks(name: str) -> int | None:
+    """k for the run ``partial_k`` (the last k blocks tuned); None for any other run, partial_mlp too."""
+    prefix, _, k = name.partition("_")
+    return int(k) if prefix == "partial" and k.isdigit() else None
+
+
 def run_label(name: str) -> str:
     """The words for a run's key: ``partial_2`` -> "last 2 blocks tuned"."""
-    if name.startswith("partial_") and name != "partial_mlp":
-        blocks = int(name.split("_")[1])
+    blocks = tuned_blocks(name)
+    if blocks is not None:
         return "last block tuned" if blocks == 1 else f"last {blocks} blocks tuned"
     return RUN_LABELS.get(name, name)
 
@@ -176,9 +182,7 @@ def results_figure(summary: dict[str, Any], longer: dict[str, Any] | None = None
     fig = CourseFigure(figsize=(11, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1.3, 1))
     names = [n for n in ("linprobe_random", "linprobe", "partial_mlp", "finetune_scratch", "finetune") if n in runs]
-    names += sorted(
-        (n for n in runs if n.startswith("partial_") and n != "partial_mlp"), key=lambda n: int(n.split("_")[1])
-    )
+    names += sorted((n for n in runs if tuned_blocks(n) is not None), key=tuned_blocks)
     bars = left.barh(
         [run_label(n) for n in names],
         [runs[n]["top1"] for n in names],
@@ -188,9 +192,7 @@ def results_figure(summary: dict[str, Any], longer: dict[str, Any] | None = None
     left.set(xlabel="top-1 accuracy (%)", title="the MAE encoder (blue) against baselines (grey)")
     left.invert_yaxis()
     points = [(0, runs["linprobe"]["top1"])] if "linprobe" in runs else []
-    points += sorted(
-        (int(n.split("_")[1]), r["top1"]) for n, r in runs.items() if n.startswith("partial_") and n != "partial_mlp"
-    )
+    points += sorted((tuned_blocks(n), r["top1"]) for n, r in runs.items() if tuned_blocks(n) is not None)
     if points:
         epochs = next((r["epochs"] for n, r in runs.items() if n.startswith("partial_")), None)
         right.plot(
@@ -209,7 +211,7 @@ def results_figure(summary: dict[str, Any], longer: dict[str, Any] | None = None
             label=f"last block's MLP only, {runs['partial_mlp']['epochs']} epochs",
         )
     for name, run in (longer or {}).get("runs", {}).items():
-        x = 0.5 if name == "partial_mlp" else int(name.split("_")[1])
+        x = 0.5 if name == "partial_mlp" else tuned_blocks(name)
         color = "C2" if name == "partial_mlp" else "C0"
         right.plot([x], [run["top1"]], "o" if x >= 1 else "s", mfc="none", color=color, ms=8,
                    label=f"{run_label(name)}, {run['epochs']} epochs")  # fmt: skip
