@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..experiments.scaling import batch_plan as ref_batch_plan
+from ..experiments.scaling import padded
 from ..experiments.scaling import rank_indices as ref_rank_indices
 from ._core import CheckFailed, call, exercise
 
@@ -100,9 +101,7 @@ def check_rank_indices(fn) -> None:
                 "permutation, from a generator seeded with seed + epoch and not with the rank"
             )
         per = len(want[0])
-        shuffled = _padded(
-            torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist(), per, world
-        )
+        shuffled = padded(torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist(), world)
         if epoch and shares == [ref_rank_indices(size, rank, world, 0, seed) for rank in range(world)]:
             problem = "gives epoch 0's order in every epoch: seed the generator with seed + epoch"
         elif shares == [shuffled[rank * per : (rank + 1) * per] for rank in range(world)]:
@@ -110,15 +109,11 @@ def check_rank_indices(fn) -> None:
                 "gives each rank a contiguous block; take every world_size-th index from position rank "
                 "(order[rank::world_size]), as DistributedSampler does"
             )
-        elif shares == [_padded(list(range(size)), per, world)[rank::world] for rank in range(world)]:
+        elif shares == [padded(list(range(size)), world)[rank::world] for rank in range(world)]:
             problem = "does not shuffle: draw torch.randperm(size, generator=...) first"
         else:
             problem = f"expected rank 0's indices {want[0][:8]}{'...' if per > 8 else ''}, got {shares[0][:8]}"
         raise CheckFailed(f"{_SHARE}: on {case}, {problem}")
-
-
-def _padded(order: list[int], per_rank: int, world: int) -> list[int]:
-    return (order + order * world)[: per_rank * world]
 
 
 def _share(fn, size: int, rank: int, world: int, epoch: int, seed: int, case: str) -> list[int]:

@@ -55,9 +55,13 @@ def rank_indices(size: int, rank: int, world_size: int, epoch: int, seed: int = 
     process, and a process with one batch more would wait for the others forever.
     """
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    total = math.ceil(size / world_size) * world_size
-    order += (order * math.ceil(total / size))[: total - size]
-    return order[rank:total:world_size]
+    return padded(order, world_size)[rank::world_size]
+
+
+def padded(order: list[int], world_size: int) -> list[int]:
+    """``order`` followed by its first indices again, up to a multiple of ``world_size``."""
+    total = math.ceil(len(order) / world_size) * world_size
+    return (order * math.ceil(total / len(order)))[:total]
 
 
 def pretraining_hours(
