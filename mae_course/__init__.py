@@ -21,7 +21,7 @@ locks), ``figures`` (the lessons' drawings), ``errors``, ``provenance``, ``lesso
 (``python -m mae_course``).
 """
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_checkpoint, load_weights, save_weights
 from .model import (
     MODEL_CONFIGS,
     MaskedAutoencoder,
@@ -71,6 +71,7 @@ __all__ = [
     "norm_pix_target",
     "patchify",
     "random_masking",
+    "save_weights",
     "sincos_pos_embed",
     "unpatchify",
     "unshuffle_with_mask_tokens",

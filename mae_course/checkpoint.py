@@ -2,14 +2,24 @@
 
 The course's own checkpoints hold plain tensors, numbers and strings: a ``state_dict``
 under ``'model'`` and a JSON-serialisable ``'config'`` that says how to rebuild the
-model, never a pickled object. Everything is loaded with ``torch.load(weights_only=True)``,
-which refuses to run code from a file. The released MAE training checkpoints also carry
-an ``argparse.Namespace`` of their arguments: that class, and only it, is allowed too.
+model, never a pickled object. Two formats:
+
+* **Final weights** are ``.safetensors`` files (:func:`save_weights`): tensors only, nothing
+  executable, readable by any framework. The config is stored as JSON in the file's header, so
+  the one file is enough, and also as JSON beside it for a reader that wants only the config
+  (``NAME.json``; a run folder's ``config.json`` holds the same settings).
+* **Training state** (``checkpoint-last.pth``: optimizer, random generators, position) is a
+  ``.pth`` loaded with ``torch.load(weights_only=True)``, which refuses to run code from a file.
+  The released MAE checkpoints are ``.pth`` files too, and also carry an ``argparse.Namespace``
+  of their arguments: that class, and only it, is allowed too.
+
+:func:`load_checkpoint` reads both, so every loader takes either.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 from collections.abc import Mapping
@@ -23,6 +33,7 @@ from .errors import CheckpointError
 from .safe_files import atomic_write
 
 _SHOW = 8  # names listed in an error before "... and N more"
+SAFETENSORS = ".safetensors"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -34,18 +45,102 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def save_weights(
+    state_dict: Mapping[str, torch.Tensor], config: Any, path: str | os.PathLike, config_json: bool = True
+) -> None:
+    """Write final weights as a ``.safetensors`` file (atomically), with ``config`` (JSON) in its header.
+
+    The tensors are saved as they are (dtype kept), each as a contiguous copy on the CPU. With
+    ``config_json`` the config is also written beside the file, as ``{"config": ...}`` in
+    ``NAME.json`` (first, so that the weights file being there means both are); a run passes
+    False: its ``config.json`` already holds the same settings, with the run's provenance.
+    """
+    import safetensors.torch  # here, so that importing the course does not need it
+
+    path = Path(path)
+    tensors, seen = {}, set()
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if tensor.numel() and storage in seen else tensor  # tied weights: a copy each
+        seen.add(storage)
+    data = safetensors.torch.save(tensors, metadata={"format": "pt", "config": json.dumps(config)})
+    if config_json:
+        atomic_write(
+            path.with_suffix(".json"), lambda f: f.write((json.dumps({"config": config}, indent=2) + "\n").encode())
+        )
+    atomic_write(path, lambda f: f.write(data))
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is (or is named as) a safetensors file: an 8-byte header length, then a JSON header."""
+    if path.suffix == SAFETENSORS:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    """``{"model": tensors, "config": ...}`` from a safetensors file; the config from its header, else
+    from the JSON beside it (``NAME.json``'s ``"config"``, or the run folder's ``config.json``)."""
+    import safetensors.torch
+
+    data = path.read_bytes()  # all of it (as torch.load does): no file stays mapped after loading
+    try:
+        tensors = safetensors.torch.load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    except Exception as e:  # a truncated copy, random bytes, a broken header: the reader fails in several ways
+        raise CheckpointError(
+            f"{path} is not a safetensors file ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+        ) from None
+    metadata = header.get("__metadata__") or {}
+    checkpoint: dict[str, Any] = {"model": tensors}
+    if "config" in metadata:
+        try:
+            checkpoint["config"] = json.loads(metadata["config"])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: the config in its header is not JSON ({e})") from None
+    else:
+        config = _config_beside(path)
+        if config is not None:
+            checkpoint["config"] = config
+    return checkpoint
+
+
+def _config_beside(path: Path) -> Any:
+    own, folder = path.with_suffix(".json"), path.parent / "config.json"
+    for candidate in (own, folder):
+        if candidate.is_file():
+            try:
+                saved = json.loads(candidate.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{path}: the config beside it, {candidate}, is not JSON ({e})") from None
+            if candidate == own:
+                if isinstance(saved, dict) and "config" in saved:
+                    return saved["config"]
+            elif isinstance(saved, dict):
+                return saved
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file onto the CPU without unpickling arbitrary objects.
 
+    A ``.safetensors`` file (by its name or its content) gives ``{"model": its tensors,
+    "config": its config}``; a ``.pth`` file gives the dictionary it holds.
+
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: the file is not a PyTorch checkpoint, holds a pickled object
-            (anything beyond tensors, containers, numbers, strings and
+        CheckpointError: the file is not a safetensors file or a PyTorch checkpoint, holds a
+            pickled object (anything beyond tensors, containers, numbers, strings and
             ``argparse.Namespace``), or is not a dictionary.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if is_safetensors(path):
+        return _load_safetensors(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)

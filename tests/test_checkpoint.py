@@ -1,11 +1,14 @@
 import argparse
+import json
 import pathlib
 
 import pytest
+import safetensors.torch
 import torch
+from safetensors import safe_open
 
 from mae_course import build_model, load_checkpoint, load_model, load_weights
-from mae_course.checkpoint import atomic_save
+from mae_course.checkpoint import atomic_save, save_weights
 from mae_course.errors import CheckpointError
 
 
@@ -113,3 +116,84 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["value"].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temp file left behind
+
+
+def test_save_weights_round_trip_keeps_tensors_dtypes_and_config(tmp_path):
+    model = build_model("mae_vit_tiny_patch4_32", decoder_depth=1)
+    sd = model.state_dict()
+    sd["blocks.0.norm1.weight"] = sd["blocks.0.norm1.weight"].half()  # a float16 tensor stays float16
+    sd["counter"] = torch.arange(5)  # an integer tensor stays int64
+    sd["transposed"] = torch.randn(3, 4).t()  # not contiguous: saved as its values
+    config = {"model": model.config, "note": "round trip"}
+    path = tmp_path / "m.safetensors"
+    save_weights(sd, config, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["config"] == config
+    assert set(ckpt["model"]) == set(sd)
+    for name, tensor in sd.items():
+        assert ckpt["model"][name].dtype == tensor.dtype and torch.equal(ckpt["model"][name], tensor), name
+    # a valid safetensors file, self-contained: the config is in its header; and a JSON config beside it
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == set(sd) and json.loads(f.metadata()["config"]) == config
+    assert json.loads((tmp_path / "m.json").read_text())["config"] == config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temporary left
+    loaded = load_model(path, strict=False)
+    assert loaded.config == model.config and torch.equal(loaded.cls_token, model.cls_token)
+
+
+def test_save_weights_without_json_beside(tmp_path):
+    save_weights({"w": torch.ones(2)}, {"model": {}}, tmp_path / "model.safetensors", config_json=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    assert load_checkpoint(tmp_path / "model.safetensors")["config"] == {"model": {}}
+
+
+def test_safetensors_without_config_in_header_reads_the_json_beside_it(tmp_path):
+    weights = {"w": torch.ones(2)}
+    safetensors.torch.save_file(weights, tmp_path / "shipped.safetensors")  # another tool's file: no metadata
+    assert "config" not in load_checkpoint(tmp_path / "shipped.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"depth": 1}, "git_commit": "abc"}))  # a run's folder
+    assert load_checkpoint(tmp_path / "shipped.safetensors")["config"]["model"] == {"depth": 1}
+    (tmp_path / "shipped.json").write_text(json.dumps({"command": "pretrain", "config": {"model": {"depth": 2}}}))
+    assert load_checkpoint(tmp_path / "shipped.safetensors")["config"] == {"model": {"depth": 2}}
+
+
+def test_a_safetensors_file_is_recognised_by_its_content(tmp_path):
+    path = tmp_path / "weights.pth"  # misnamed
+    save_weights({"w": torch.ones(2)}, {"model": {}}, path, config_json=False)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda data: data[: len(data) // 2], "is not a safetensors file"),  # truncated: a copy cut short
+        (lambda data: b"\x00" * 16, "is not a safetensors file"),
+        (lambda data: b"", "is not a safetensors file"),
+    ],
+)
+def test_a_broken_safetensors_file_is_one_checkpoint_error(tmp_path, damage, message):
+    path = tmp_path / "model.safetensors"
+    save_weights({"w": torch.ones(100)}, {"model": {}}, path, config_json=False)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_safetensors_config_that_is_not_json_is_one_checkpoint_error(tmp_path):
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({"w": torch.ones(2)}, path, metadata={"config": "{'model': oops"})
+    with pytest.raises(CheckpointError, match="config in its header is not JSON") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_broken_safetensors_checkpoint_is_one_line_on_the_command_line(tmp_path, capsys):
+    from mae_course.cli import main
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    assert main(["linprobe", "--checkpoint", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "\r" not in line]
+    assert len(lines) == 1 and "is not a safetensors file" in lines[0] and "Traceback" not in err, err
