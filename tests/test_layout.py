@@ -17,6 +17,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 LAYERS = [
     {"errors", "safe_files", "lesson", "provenance", "checkpoint", "config"},
     {"model"},
+    {"interop"},
     {"figures"},
     {"data"},
     {"seeing"},

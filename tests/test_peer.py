@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mae_course import build_model
-from mae_course.experiments.peer import build_peer, load_into_peer, peer_config, peer_loss
+from mae_course.experiments.peer import build_peer, load_into_peer, peer_loss
+from mae_course.interop import transformers_config
 from mae_course.model.registry import MODEL_CONFIGS
 
 pytest.importorskip("transformers")
@@ -27,7 +28,7 @@ def test_the_peer_computes_our_loss_from_our_weights(norm_pix_loss):
 @pytest.mark.parametrize("name", ["mae_vit_base_patch16", "mae_vit_large_patch16"])
 def test_the_peer_has_the_papers_architecture(name):
     config = {**MODEL_CONFIGS[name], "mlp_ratio": 4.0}
-    hf = peer_config(config)
+    hf = transformers_config(config)
     assert (hf.hidden_size, hf.num_hidden_layers, hf.intermediate_size) == (
         config["embed_dim"],
         config["depth"],
