@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lab lessons solutions install clean
+.PHONY: demo test lab book lessons solutions install clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "mae_course needs Python >= 3.10; set PYTHON=python3.X")'
@@ -42,6 +42,11 @@ test: install
 lab: install
 	$(BIN)/jupyter lab notebooks/
 
+# The course website, from the solved lessons and their committed outputs (nothing is re-run):
+# build/book/html/index.html. See scripts/build_book.py.
+book: install
+	$(BIN)/python scripts/build_book.py
+
 # The exercise lessons are generated from the solved ones (the single source).
 lessons: install
 	$(BIN)/python scripts/make_exercises.py
@@ -51,4 +56,4 @@ solutions: install
 	$(BIN)/python scripts/run_solutions.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs build/book .pytest_cache

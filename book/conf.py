@@ -1,0 +1,26 @@
+"""Sphinx settings of the course website (``make book``; see scripts/build_book.py).
+
+The pages are the solved lessons with their committed outputs: nothing is executed here, so
+the site shows exactly the run that the repository holds, and builds in seconds without torch
+doing any work.
+"""
+
+project = "mae_course"
+author = "the mae_course authors"
+copyright = "2026, the mae_course authors"
+
+extensions = ["myst_nb"]
+nb_execution_mode = "off"  # the committed outputs are the content
+nb_merge_streams = True  # one block per cell for stdout, as JupyterLab shows it
+nb_render_error_lexer = "text"  # a check's failure message is plain text, not an IPython traceback
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "html_image"]
+myst_heading_anchors = 3  # "#the-explorer" links work as on GitHub
+
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+html_theme = "sphinx_book_theme"
+html_title = "Masked Autoencoders, from the first patch to ImageNet"
+html_theme_options = {
+    "show_toc_level": 2,
+    "home_page_in_toc": True,
+}
+html_last_updated_fmt = None

@@ -1,0 +1,181 @@
+"""The course website (``make book``): it builds with every warning an error, every lesson page
+holds its figures, the widget's snapshot and a "Run it yourself" box, and every internal link
+and image resolves."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sphinx")
+pytest.importorskip("myst_nb")
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
+build_book = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_book)
+
+LESSONS = build_book.lesson_paths()
+URL = build_book.homepage()
+
+
+class Page(HTMLParser):
+    """The links, images and element ids of one HTML page."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.links, self.images, self.ids = [], [], set()
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag == "img" and attrs.get("src"):
+            self.images.append(attrs["src"])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    build_book.build(out)  # raises SystemExit on any Sphinx warning
+    return out / "html"
+
+
+def pages(site: Path) -> dict[str, Page]:
+    return {p.name: Page(p.read_text()) for p in site.glob("*.html")}
+
+
+def text_of(page: Path) -> str:
+    """The page's words, without tags."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read_text()))
+
+
+def png_outputs(lesson: Path) -> int:
+    cells = json.loads(lesson.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+
+
+def test_every_lesson_has_a_page_in_order_with_its_title(site):
+    index = (site / "index.html").read_text()
+    positions = []
+    for lesson in LESSONS:
+        page = site / f"{lesson.stem}.html"
+        assert page.is_file(), f"no page for {lesson.name}"
+        title = json.loads(lesson.read_text())["cells"][2]["source"][0].removeprefix("# ").strip()
+        assert title.split(" · ")[0] in page.read_text()
+        positions.append(index.index(f'href="{lesson.stem}.html"'))
+    assert positions == sorted(positions), "the sidebar lists the lessons out of order"
+
+
+def test_every_figure_of_every_lesson_is_on_its_page(site):
+    for lesson in LESSONS:
+        images = [src for src in Page((site / f"{lesson.stem}.html").read_text()).images if src.startswith("_images/")]
+        expected = png_outputs(lesson) + (lesson.stem == "06_seeing")  # + the widget's snapshot
+        assert len(images) == expected, f"{lesson.name}: {len(images)} images on its page, {expected} outputs"
+        for src in images:
+            assert (site / src).stat().st_size > 1000, f"{lesson.name}: {src} is missing or empty"
+
+
+def test_the_widget_is_shown_as_its_snapshot(site):
+    snapshot = (ROOT / "book" / "snapshots" / "06_explorer.png").read_bytes()
+    page = (site / "06_seeing.html").read_text()
+    shown = [site / src for src in Page(page).images if src.startswith("_images/")]
+    assert any(p.read_bytes() == snapshot for p in shown), "the explorer's snapshot is not on lesson 06's page"
+    assert build_book.SNAPSHOT_NOTE.split(":")[0] in page
+
+
+def test_each_page_says_how_to_run_it_yourself(site):
+    github = URL.removeprefix("https://github.com/")
+    for lesson in LESSONS:
+        links = Page((site / f"{lesson.stem}.html").read_text()).links
+        for folder in ("notebooks", "solutions"):
+            colab = f"https://colab.research.google.com/github/{github}/blob/main/{folder}/{lesson.name}"
+            assert colab in links, f"{lesson.name}: no Colab link to {folder}/{lesson.name}"
+        assert "make lab" in text_of(site / f"{lesson.stem}.html")
+
+
+def test_the_home_page_is_the_readme_overview_and_the_reference_follows(site):
+    readme = (ROOT / "README.md").read_text()
+    overview, reference = readme.split(build_book.REFERENCE_MARK)
+    home = (site / "index.html").read_text()
+    first_heading = re.search(r"^# (.+)$", overview, re.MULTILINE).group(1)
+    assert first_heading.split(":")[0] in home
+    for lesson in LESSONS:
+        assert f'href="{lesson.stem}.html"' in home
+    next_heading = re.search(r"^## (.+)$", reference, re.MULTILINE).group(1)
+    assert next_heading.split(":")[0] in (site / "reference.html").read_text()
+
+
+def test_every_internal_link_and_image_resolves(site):
+    parsed = pages(site)
+    checked = 0
+    for name, page in parsed.items():
+        for target in page.links + page.images:
+            if re.match(r"^[a-z]+:|^//", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (site / name).parent / path if path else site / name
+            assert file.exists(), f"{name}: broken link {target}"
+            if anchor and file.suffix == ".html":
+                ids = parsed[file.name].ids if file.name in parsed else Page(file.read_text()).ids
+                assert anchor in ids, f"{name}: link {target} names no element of {file.name}"
+            checked += 1
+    assert checked > 100
+
+
+def test_links_to_repository_files_go_to_github_and_lesson_links_stay_on_the_site():
+    lessons = {p.name for p in LESSONS}
+    target = build_book.link_target
+    assert target("notebooks/03_encoder.ipynb", "README.md", lessons, URL) == "03_encoder.ipynb"
+    assert target("04_decoder.ipynb#the-loss", "solutions/06_seeing.ipynb", lessons, URL) == "04_decoder.ipynb#the-loss"
+    assert target("../mae_course/model/mae.py", "solutions/06_seeing.ipynb", lessons, URL) == (
+        f"{URL}/blob/main/mae_course/model/mae.py"
+    )
+    assert target("tests/README.md", "README.md", lessons, URL) == f"{URL}/blob/main/tests/README.md"
+    for kept in ("https://arxiv.org/abs/2111.06377", "#recap", "mailto:a@b.c"):
+        assert target(kept, "README.md", lessons, URL) == kept
+
+
+def test_a_warning_fails_the_build(tmp_path):
+    """The build command treats warnings as errors: a link to a missing page stops it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "index.md").write_text("# Home\n\n[gone](missing.md)\n")
+    command = [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", "-c", str(build_book.BOOK)]
+    result = subprocess.run([*command, str(src), str(tmp_path / "html")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "missing" in result.stderr
+
+
+def test_a_snapshot_whose_widget_cell_is_gone_stops_the_build(monkeypatch):
+    monkeypatch.setitem(build_book.SNAPSHOTS, ("06_seeing", "no_such_widget.widget"), "06_explorer.png")
+    lesson = next(p for p in LESSONS if p.stem == "06_seeing")
+    with pytest.raises(SystemExit, match="no_such_widget"):
+        build_book.stage_lesson(lesson, {p.name for p in LESSONS}, URL)
+
+
+def test_the_snapshot_output_is_the_png_itself():
+    image = build_book.BOOK / "snapshots" / "06_explorer.png"
+    output = build_book.snapshot_output(image)
+    assert base64.b64decode(output.data["image/png"]) == image.read_bytes()
+
+
+def test_the_pages_workflow_publishes_what_make_book_builds():
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = workflow["jobs"]["build"]["steps"]
+    assert any("scripts/build_book.py" in step.get("run", "") for step in steps)
+    upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "build/book/html"
+    assert "scripts/build_book.py" in (ROOT / "Makefile").read_text()
