@@ -17,8 +17,8 @@ The reference implementation the lessons converge to, one folder per part of the
 
 and, beside them, ``config`` (every job's settings, defined once; the command line is generated
 from them), ``checkpoint`` (safe loading, atomic saving), ``safe_files`` (atomic writes, folder
-locks), ``figures`` (the lessons' drawings), ``errors``, ``provenance``, ``lesson`` and ``cli``
-(``python -m mae_course``).
+locks), ``interop`` (the models to and from Hugging Face transformers and timm), ``figures`` (the
+lessons' drawings), ``errors``, ``provenance``, ``lesson`` and ``cli`` (``python -m mae_course``).
 """
 
 from .checkpoint import load_checkpoint, load_weights, save_weights
