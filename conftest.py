@@ -28,3 +28,8 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("lesson times under nbval (fast mode; kernel start included)")
     for path, seconds in sorted(_notebook_seconds.items()):
         terminalreporter.write_line(f"{seconds:6.1f} s  {path}")
+
+# The translated editions (solutions/zh/, notebooks/zh/) run the English lessons' code byte for
+# byte, with the English outputs: tests/test_translations.py checks that, and nbval runs each
+# program once, in English, to keep the suite short.
+collect_ignore_glob = ["solutions/*/*.ipynb", "notebooks/*/*.ipynb"]

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from translations import LANGUAGES, translated
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "notebooks"
@@ -39,9 +40,10 @@ def homepage() -> str:
 
 def header_cells(url: str, folder: str, name: str, stem: str) -> list:
     github = re.sub(r"^https://github\.com/", "", url)
+    other = f" · [English](../{name})" if "/" in folder else f" · [中文版](zh/{name})"  # the other edition
     badge = nbformat.v4.new_markdown_cell(
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"(https://colab.research.google.com/github/{github}/blob/main/{folder}/{name})"
+        f"(https://colab.research.google.com/github/{github}/blob/main/{folder}/{name}){other}"
     )
     install = nbformat.v4.new_code_cell(
         "# On Colab only: install the course package. Colab's own torch and ipywidgets are kept as they are.\n"
@@ -104,14 +106,30 @@ def exercise_version(solution, path: Path):
 
 
 def expected_files() -> dict[Path, str]:
-    """Every lesson file as it should be: solutions with their header, exercises generated."""
+    """Every lesson file as it should be: solutions with their header, exercises generated, and
+    both again in every translated edition (scripts/translations.py)."""
     url, files = homepage(), {}
     for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
-        solution = with_header(nbformat.read(path, as_version=4), url, "solutions", path)
+        english = nbformat.read(path, as_version=4)
+        solution = with_header(english, url, "solutions", path)
         files[path] = nbformat.writes(solution) + "\n"
         exercise = with_header(exercise_version(solution, path), url, "notebooks", path)
         files[EXERCISES / path.name] = nbformat.writes(exercise) + "\n"
+        for lang in LANGUAGES:
+            edition = translated(english, lang, path.stem)
+            solution = with_header(edition, url, f"solutions/{lang}", path)
+            files[SOLUTIONS / lang / path.name] = nbformat.writes(solution) + "\n"
+            exercise = with_header(exercise_version(solution, path), url, f"notebooks/{lang}", path)
+            files[EXERCISES / lang / path.name] = nbformat.writes(exercise) + "\n"
     return files
+
+
+def lesson_files() -> set[Path]:
+    """The lesson files that exist now, apart from the English solutions (the source)."""
+    found = set(EXERCISES.glob("*.ipynb"))
+    for lang in LANGUAGES:
+        found |= set((SOLUTIONS / lang).glob("*.ipynb")) | set((EXERCISES / lang).glob("*.ipynb"))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = expected_files()
     stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
-    extra = sorted(set(EXERCISES.glob("*.ipynb")) - set(files))
+    extra = sorted(lesson_files() - set(files))
     if args.check:
         for path in stale + extra:
             print(f"out of date: {path.relative_to(ROOT)}")
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print("run: python scripts/make_exercises.py")
         return 1 if stale or extra else 0
     for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files[path])
         print(f"wrote {path.relative_to(ROOT)}")
     for path in extra:
