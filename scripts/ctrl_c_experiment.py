@@ -38,7 +38,7 @@ def main() -> None:
 
     reference: list[float] = []
     pretrain(config("reference"), on_step=lambda s, loss: reference.append(loss))
-    weights = load_checkpoint(opts.out / "reference" / "model.pth")["model"]
+    weights = load_checkpoint(opts.out / "reference" / "model.safetensors")["model"]
     real, rows = MaskedAutoencoder.forward_loss, []
     for at in opts.steps:
         calls = []
@@ -62,7 +62,7 @@ def main() -> None:
         cfg = config(f"stopped_in_step_{at}", resume="auto")
         cfg.overwrite = False
         pretrain(cfg, on_step=lambda s, loss, into=rest: into.append(loss))
-        resumed = load_checkpoint(opts.out / f"stopped_in_step_{at}" / "model.pth")["model"]
+        resumed = load_checkpoint(opts.out / f"stopped_in_step_{at}" / "model.safetensors")["model"]
         losses = first[:saved] + rest
         row = {"signal_inside_step": at, "saved_at_step": saved, "identical_losses": losses == reference,
                "max_loss_difference": max(abs(a - b) for a, b in zip(losses, reference, strict=True)),

@@ -67,7 +67,7 @@ def test_finetune_writes_metrics_log_and_weights(tmp_path, mini_mae_checkpoint):
         json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines() if '"val_top1"' in line
     ]
     assert [e["epoch"] for e in epochs] == [1, 2]
-    weights = load_checkpoint(tmp_path / "ft" / "model.pth")
+    weights = load_checkpoint(tmp_path / "ft" / "model.safetensors")
     assert weights["model"]["head.weight"].shape == (10, 128)
 
 
@@ -87,7 +87,7 @@ def test_finetune_starts_from_the_checkpoint_and_scratch_does_not(tmp_path, mini
     )
     finetune(FinetuneConfig(output_dir=str(tmp_path / "b"), **{**FAST, "epochs": 1}), spy("scratch"))
     assert seen["mae"] != seen["scratch"]
-    trained = load_checkpoint(tmp_path / "a" / "model.pth")["model"]
+    trained = load_checkpoint(tmp_path / "a" / "model.safetensors")["model"]
     # after a few small steps the fine-tuned patch embedding is still close to the checkpoint's
     assert torch.allclose(trained["patch_embed.proj.weight"], encoder["patch_embed.proj.weight"], atol=0.05)
 
@@ -100,7 +100,7 @@ def test_partial_finetuning_leaves_the_rest_frozen(tmp_path, mini_mae_checkpoint
         )
     )
     before = load_checkpoint(mini_mae_checkpoint)["model"]
-    after = load_checkpoint(tmp_path / "p" / "model.pth")["model"]
+    after = load_checkpoint(tmp_path / "p" / "model.safetensors")["model"]
     changed = {k for k in after if k in before and not torch.equal(after[k], before[k])}
     if "tune_blocks" in tuning:
         assert {k.split(".")[1] for k in changed if k.startswith("blocks.")} == {"4", "5"}

@@ -52,7 +52,7 @@ def reference(tmp_path_factory):
 
 
 def same_weights(a: Path, b: Path) -> bool:
-    x, y = load_checkpoint(a / "model.pth")["model"], load_checkpoint(b / "model.pth")["model"]
+    x, y = load_checkpoint(a / "model.safetensors")["model"], load_checkpoint(b / "model.safetensors")["model"]
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
@@ -98,20 +98,20 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
 
 
 def test_lost_final_files_are_written_when_resumed(tmp_path, capsys):
-    """A run killed while writing model.pth resumed as 'already finished, nothing to do' and never wrote it."""
+    """A run killed while writing model.safetensors resumed as 'already finished, nothing to do' and never wrote it."""
     cfg = PretrainConfig(output_dir=str(tmp_path / "run"), subset=64, batch_size=32, epochs=1,
                          model_overrides=dict(TINY_OVERRIDES), vis_images=2, device="cpu")  # fmt: skip
     pretrain(cfg)
     out = tmp_path / "run"
-    (out / "model.pth").unlink()
+    (out / "model.safetensors").unlink()
     (out / "loss.png").unlink()
-    (out / f".model.pth.tmp-{os.getpid() + 1}").write_bytes(b"half a checkpoint")  # what the kill left
+    (out / f".model.safetensors.tmp-{os.getpid() + 1}").write_bytes(b"half a checkpoint")  # what the kill left
     with (out / "log.jsonl").open("a") as log:
         log.write('{"step": 3, "lo')  # killed in the middle of a line
     capsys.readouterr()
     summary = pretrain(PretrainConfig(**{**cfg.__dict__, "resume": "auto"}))
-    assert "wrote the missing model.pth, loss.png" in capsys.readouterr().out and summary["finished_before"]
-    assert (out / "model.pth").exists() and (out / "loss.png").exists()
+    assert "wrote the missing model.safetensors, loss.png" in capsys.readouterr().out and summary["finished_before"]
+    assert (out / "model.safetensors").exists() and (out / "loss.png").exists()
     assert not list(out.glob(".*.tmp-*"))
     assert all(line.endswith("}") for line in (out / "log.jsonl").read_text().splitlines())  # the broken line dropped
     pretrain(PretrainConfig(**{**cfg.__dict__, "resume": "auto"}))

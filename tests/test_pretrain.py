@@ -1,10 +1,12 @@
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from mae_course import MaskedAutoencoder, build_model, load_checkpoint, load_model
+from mae_course.checkpoint import atomic_save
 from mae_course.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from mae_course.train.pretrain import PretrainConfig, pretrain
 from mae_course.train.recipe import lr_at
@@ -26,7 +28,7 @@ def test_run_writes_everything(tmp_path):
     cfg = small_config(tmp_path)
     summary = pretrain(cfg)
     out = tmp_path / "run"
-    for name in ("config.json", "log.jsonl", "checkpoint-last.pth", "model.pth",
+    for name in ("config.json", "log.jsonl", "checkpoint-last.pth", "model.safetensors",
                  "reconstructions_untrained.png", "reconstructions.png", "loss.png"):  # fmt: skip
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -35,11 +37,19 @@ def test_run_writes_everything(tmp_path):
     assert all(r["images_per_s"] > 0 and math.isfinite(r["loss"]) for r in steps)
     assert [r["epoch"] for r in records if "train_loss" in r] == [1, 2]
     assert summary["last_loss"] < summary["first_loss"]
-    model = load_model(out / "model.pth")
+    model = load_model(out / "model.safetensors")
     assert isinstance(model, MaskedAutoencoder) and model.config["embed_dim"] == 32
     ckpt = load_checkpoint(out / "checkpoint-last.pth")
     assert ckpt["epoch"] == 2 and ckpt["step"] == 12 and ckpt["config"]["pretrain"]["blr"] == 1e-2
-    assert json.loads((out / "config.json").read_text())["model"]["decoder_depth"] == 1
+    trained = ckpt["model"]  # the weights at the end of training, as the resume state holds them
+    assert model.state_dict().keys() == trained.keys()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    # the final weights' config (in their header) is the settings the run's config.json holds
+    settings = json.loads((out / "config.json").read_text())
+    final = load_checkpoint(out / "model.safetensors")["config"]
+    assert final == {k: settings[k] for k in final} == json.loads(json.dumps(ckpt["config"]))  # betas: a list
+    assert settings["model"]["decoder_depth"] == 1
+    assert not (out / "model.json").exists() and not (out / "model.pth").exists()
 
 
 def test_learning_rate_follows_warmup_and_cosine(tmp_path):
@@ -101,7 +111,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint-last.pth")
     assert ckpt["epoch"] == 1 and ckpt["step"] == 6
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
-    assert not (tmp_path / "run" / "model.pth").exists()
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_an_existing_run_is_never_overwritten_silently(tmp_path):
@@ -256,3 +266,20 @@ def test_resume_keeps_the_settings_of_the_earlier_parts(tmp_path):
     assert config["pretrain"]["epochs"] == 2 and config["resumed_at"] == {"epoch": 1, "step": 6}
     assert [part["pretrain"]["epochs"] for part in config["earlier_parts"]] == [1]
     assert config["earlier_parts"][0]["git_commit"] and "earlier_parts" not in config["earlier_parts"][0]
+
+
+def test_a_run_folder_made_before_safetensors_keeps_working(tmp_path, capsys):
+    """A run finished with model.pth (before final weights were safetensors) is finished, not redone;
+    trained further, it writes model.safetensors and drops its older model.pth."""
+    cfg = small_config(tmp_path, epochs=1)
+    pretrain(cfg)
+    out = tmp_path / "run"
+    ckpt = load_checkpoint(out / "model.safetensors")
+    atomic_save(ckpt, out / "model.pth")  # what that version wrote
+    (out / "model.safetensors").unlink()
+    capsys.readouterr()
+    pretrain(replace(cfg, resume="auto"))
+    assert "nothing to do" in capsys.readouterr().out and not (out / "model.safetensors").exists()
+    assert load_model(out / "model.pth").config == ckpt["config"]["model"]
+    pretrain(replace(cfg, resume="auto", epochs=2))
+    assert (out / "model.safetensors").exists() and not (out / "model.pth").exists()

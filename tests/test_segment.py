@@ -52,7 +52,7 @@ def test_segmentation_from_an_mae_a_classifier_or_scratch(tmp_path, mini_mae_che
     finetune(
         FinetuneConfig(output_dir=str(tmp_path / "sup"), **{**QUICK, "val_subset": None})
     )  # supervised, from scratch
-    from_classifier = segment(SegmentConfig(output_dir=str(tmp_path / "seg"), checkpoint=str(tmp_path / "sup" / "model.pth"),
+    from_classifier = segment(SegmentConfig(output_dir=str(tmp_path / "seg"), checkpoint=str(tmp_path / "sup" / "model.safetensors"),
                                             **QUICK))  # fmt: skip
     scratch = segment(SegmentConfig(output_dir=str(tmp_path / "scratch"), **QUICK))
     assert from_classifier["miou"] != scratch["miou"]
@@ -76,7 +76,7 @@ def test_a_segment_run_s_model_loads_back_and_predicts_what_it_measured(tmp_path
     cfg = SegmentConfig(checkpoint=str(mini_mae_checkpoint), epochs=1, subset=64, val_subset=32, batch_size=32,
                         output_dir=str(tmp_path / "seg"), device="cpu")  # fmt: skip
     metrics = segment(cfg)
-    model = load_segmenter(str(tmp_path / "seg" / "model.pth"))
+    model = load_segmenter(str(tmp_path / "seg" / "model.safetensors"))
     _, val, classes = datasets(cfg)
     images, targets = (torch.stack(t) for t in zip(*(val[i] for i in range(32)), strict=True))  # the first 32
     with torch.no_grad():

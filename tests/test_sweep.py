@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest
 
 import mae_course.experiments.sweep as sweep_module
+from mae_course.checkpoint import atomic_save, load_checkpoint
 from mae_course.cli import main
 from mae_course.errors import ConfigError
 from mae_course.experiments.sweep import SweepConfig, parse_value, stage_configs, sweep, sweep_figure
@@ -30,7 +31,7 @@ def test_each_value_changes_only_the_swept_setting(tmp_path):
     assert one["pretrain"].model_overrides == {**TINY_MODEL, "decoder_depth": 1}
     assert four["pretrain"].model_overrides["decoder_depth"] == 4
     assert one["pretrain"].epochs == four["pretrain"].epochs == 1
-    assert one["linprobe"].checkpoint.endswith("decoder_depth=1/pretrain/model.pth")
+    assert one["linprobe"].checkpoint.endswith("decoder_depth=1/pretrain/model.safetensors")
     ratios = SweepConfig(output_dir=str(tmp_path), values=(0.5, 0.9), **QUICK)
     assert [stage_configs(ratios, v)["pretrain"].mask_ratio for v in (0.5, 0.9)] == [0.5, 0.9]
     flag = stage_configs(SweepConfig(ablation="mask_token_in_encoder", values=(False, True), **QUICK), True)
@@ -198,17 +199,17 @@ def test_a_sweep_without_fine_tuning_draws_only_its_probe():
 
 
 def test_a_stage_that_lost_its_model_is_finished_on_the_next_run(tmp_path, capsys):
-    """A pretraining stage killed while writing model.pth made every rerun of the sweep fail: the
+    """A pretraining stage killed while writing model.safetensors made every rerun of the sweep fail: the
     stage said 'already finished' and the probe found no model."""
     cfg = SweepConfig(output_dir=str(tmp_path), values=(0.75,), stages=("pretrain", "linprobe"), **QUICK)
     sweep(cfg)
     stage = tmp_path / "mask_ratio=0.75"
-    (stage / "pretrain" / "model.pth").unlink()
+    (stage / "pretrain" / "model.safetensors").unlink()
     (stage / "linprobe" / "metrics.json").unlink()
     results = sweep(cfg)
     out = capsys.readouterr().out
-    assert "mask_ratio=0.75 pretrain: resuming" in out and "wrote the missing model.pth" in out
-    assert (stage / "pretrain" / "model.pth").exists() and "linprobe" in results["runs"]["0.75"]
+    assert "mask_ratio=0.75 pretrain: resuming" in out and "wrote the missing model.safetensors" in out
+    assert (stage / "pretrain" / "model.safetensors").exists() and "linprobe" in results["runs"]["0.75"]
 
 
 def test_the_length_of_pretraining_is_an_ablation(tmp_path):
@@ -219,3 +220,20 @@ def test_the_length_of_pretraining_is_an_ablation(tmp_path):
     assert (one.epochs, two.epochs) == (1, 2) and one.output_dir.endswith("epochs=1/pretrain")
     with pytest.raises(ConfigError, match="--pretrain sets 'epochs', which the swept --ablation epochs sets"):
         stage_configs(SweepConfig(output_dir=str(tmp_path), ablation="epochs", values=(1,), **QUICK), 1)
+
+
+def test_a_sweep_made_before_safetensors_uses_its_model_pth(tmp_path, capsys):
+    """A sweep folder whose pretraining wrote model.pth (before safetensors) is continued as it is: the
+    stage is done, and the probe added later reads that model.pth."""
+    cfg = SweepConfig(output_dir=str(tmp_path), values=(0.75,), stages=("pretrain",), **QUICK)
+    sweep(cfg)
+    pretrained = tmp_path / "mask_ratio=0.75" / "pretrain"
+    atomic_save(load_checkpoint(pretrained / "model.safetensors"), pretrained / "model.pth")
+    (pretrained / "model.safetensors").unlink()
+    capsys.readouterr()
+    results = sweep(replace(cfg, stages=("pretrain", "linprobe")))
+    assert "mask_ratio=0.75 pretrain: done before, kept" in capsys.readouterr().out
+    assert "pretrain" in results["runs"]["0.75"] and "linprobe" in results["runs"]["0.75"]
+    probe = json.loads((tmp_path / "mask_ratio=0.75" / "linprobe" / "config.json").read_text())
+    assert probe["linprobe"]["checkpoint"] == str(pretrained / "model.pth")
+    assert not (pretrained / "model.safetensors").exists()

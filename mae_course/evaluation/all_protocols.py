@@ -1,6 +1,6 @@
 """Lesson 07: the paper's three measures of an encoder, and the baselines, in one resumable command.
 
-    python -m mae_course evaluate --checkpoint runs/demo/model.pth --output-dir runs/eval
+    python -m mae_course evaluate --checkpoint runs/demo/model.safetensors --output-dir runs/eval
 
 runs, each in a sub-folder of its own:
 

@@ -9,7 +9,7 @@ like pretraining: set-up, resume, epochs (each followed by a validation), finish
 Without ``checkpoint`` the same classifier starts from random weights: the from-scratch baseline
 (and, for linear probing, the random-encoder baseline).
 
-Every run writes ``log.jsonl``, ``checkpoint-last.pth`` (resumable), ``model.pth`` and a final
+Every run writes ``log.jsonl``, ``checkpoint-last.pth`` (resumable), ``model.safetensors`` and a final
 ``metrics.json`` with the recipe's metrics (top-1/top-5 accuracy for images), wall time,
 settings, data and hardware. One progress bar follows the whole run; it shows the latest
 validation, and ``log.jsonl`` holds every epoch's.
@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_save, load_checkpoint, state_dict_of
+from ..checkpoint import load_checkpoint, state_dict_of
 from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import make_loader
 from ..data.datasets import (
@@ -48,7 +48,7 @@ from ..safe_files import atomic_write_json
 from ..train.distributed import Runtime, barrier, init_runtime, shutdown
 from ..train.engine import epoch_indices, train_one_epoch
 from ..train.recipe import Schedule
-from ..train.run import FINAL_MODEL, Run
+from ..train.run import Run, final_model
 from ..train.step import autocast_for, make_train_step
 from .metrics import measure_accuracy
 
@@ -193,7 +193,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED, cfg.seed)
             best = float(saved.get(best_key, 0.0))
         first_step = run.progress.step
-        if run.progress.epoch >= cfg.epochs and (run.out / METRICS).exists() and (run.out / FINAL_MODEL).exists():
+        if run.progress.epoch >= cfg.epochs and (run.out / METRICS).exists() and final_model(run.out).exists():
             if rt.is_main:
                 print(f"{run.out} had already finished all {cfg.epochs} epochs; nothing to do")
             return json.loads((run.out / METRICS).read_text())
@@ -278,8 +278,8 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             "config": cfg.to_json(),
         }
         if rt.is_main:
-            if run.progress.step > first_step or not (run.out / FINAL_MODEL).exists():
-                atomic_save({"model": model.state_dict(), "config": settings}, run.out / FINAL_MODEL)
+            if run.progress.step > first_step or not final_model(run.out).exists():
+                run.save_final(model, settings)
             atomic_write_json(run.out / METRICS, summary)
         barrier()
         return summary

@@ -1,7 +1,7 @@
 """Lesson 07: fine-tuning, end to end or partial (Figure 9), and training from scratch.
 
-    python -m mae_course finetune --checkpoint runs/demo/model.pth
-    python -m mae_course partial-finetune --checkpoint runs/demo/model.pth --blocks 2   # or --mlp-only
+    python -m mae_course finetune --checkpoint runs/demo/model.safetensors
+    python -m mae_course partial-finetune --checkpoint runs/demo/model.safetensors --blocks 2   # or --mlp-only
 
 The paper's recipe (appendix A.1), scaled to the built-in data: AdamW (0.9, 0.999) with layer-wise
 lr decay, drop path, RandAugment, mixup/cutmix, label smoothing and random erasing.

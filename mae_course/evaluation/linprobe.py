@@ -1,6 +1,6 @@
 """Lesson 07: linear probing, a frozen encoder's features classified by a linear layer.
 
-    python -m mae_course linprobe --checkpoint runs/demo/model.pth
+    python -m mae_course linprobe --checkpoint runs/demo/model.safetensors
 
 The paper's recipe (after MoCo v3): the encoder is frozen; BatchNorm without affine parameters and
 a linear layer train with LARS (momentum 0.9, no weight decay, 90 epochs with 10 of warmup). Without

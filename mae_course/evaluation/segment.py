@@ -1,8 +1,8 @@
 """Lesson 10: transfer to dense prediction, in miniature (the paper's Tables 4 and 5).
 
-    python -m mae_course segment --checkpoint runs/demo/model.pth     # from an MAE encoder
-    python -m mae_course segment --checkpoint runs/sup/model.pth      # from a supervised classifier's encoder
-    python -m mae_course segment                                       # from random weights
+    python -m mae_course segment --checkpoint runs/demo/model.safetensors   # from an MAE encoder
+    python -m mae_course segment --checkpoint runs/sup/model.safetensors    # from a supervised classifier's encoder
+    python -m mae_course segment                                            # from random weights
 
 Every pixel of a built-in image gets a class: the background, or the shape that covers it. The
 encoder is a ViT loaded from any checkpoint: an MAE's encoder, or the encoder of a classifier
@@ -176,11 +176,14 @@ SEGMENT = Recipe(datasets=datasets, build=build, optimizer=finetune_optimizer, l
 
 
 def load_segmenter(path: str) -> SegmentationViT:
-    """The trained network of a ``segment`` run (its ``model.pth``), in eval mode."""
+    """The trained network of a ``segment`` run (its ``model.safetensors``, or the ``model.pth`` of an
+    older run), in eval mode."""
     checkpoint = load_checkpoint(path)
     config = checkpoint.get("config", {}).get("classifier") if isinstance(checkpoint.get("config"), dict) else None
     if not isinstance(config, dict) or config.get("task") != "segmentation":
-        raise CheckpointError(f"{path} is not a segmentation model; give the model.pth that a `segment` run wrote")
+        raise CheckpointError(
+            f"{path} is not a segmentation model; give the model.safetensors that a `segment` run wrote"
+        )
     vit = {k: v for k, v in config.items() if k not in ("num_classes", "task", "global_pool")}
     model = SegmentationViT(config["num_classes"], **vit)
     model.load_state_dict(checkpoint["model"])

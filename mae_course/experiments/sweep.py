@@ -30,7 +30,7 @@ from ..evaluation.linprobe import LinprobeConfig, linprobe
 from ..figures import CourseFigure, save_figure
 from ..provenance import git_commit, started
 from ..train.pretrain import PretrainConfig, pretrain
-from ..train.run import FINAL_MODEL, LOG, JsonLog
+from ..train.run import LOG, JsonLog, final_model
 from ..train.stages import Stages, stage_time
 
 RESULTS = "results.json"
@@ -127,7 +127,7 @@ def stage_configs(cfg: SweepConfig, value: Any) -> dict[str, Any]:
         pre.model_overrides = {**pre.model_overrides, cfg.ablation: value}
     else:
         setattr(pre, key, value)
-    weights = str(root / "pretrain" / FINAL_MODEL)
+    weights = str(final_model(root / "pretrain"))  # model.pth in a folder made before safetensors
     configs: dict[str, Any] = {"pretrain": pre}
     if "linprobe" in cfg.stages:
         configs["linprobe"] = replace(from_mapping(LinprobeConfig, cfg.linprobe, "--linprobe", fixed), **common,
@@ -149,15 +149,20 @@ def _recorded_in_results(out: Path) -> dict[str, Any] | None:
     return {k: json.loads(path.read_text())["settings"][k] for k in FIXED} if path.exists() else None
 
 
+def done_file(stage: str, run_config: Any) -> str:
+    """The file that says a stage has finished: its final weights (pretraining) or its metrics."""
+    return final_model(run_config.output_dir).name if stage == "pretrain" else METRICS
+
+
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Run every stage not finished yet, value by value; returns (and writes) the results."""
     cfg.validate()
     jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune}
-    done_files = {"pretrain": FINAL_MODEL, "linprobe": METRICS, "finetune": METRICS}
     with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "a sweep", _recorded_in_results) as stages:
         for value in cfg.values:
             for stage, run_config in stage_configs(cfg, value).items():
-                stages.run(f"{folder_name(cfg.ablation, value)} {stage}", jobs[stage], run_config, done_files[stage])
+                stages.run(f"{folder_name(cfg.ablation, value)} {stage}", jobs[stage], run_config,
+                           done_file(stage, run_config))  # fmt: skip
             collect(cfg, stages)  # results.json grows value by value
         return collect(cfg, stages)
 
@@ -170,7 +175,7 @@ def collect(cfg: SweepConfig, stages: Stages) -> dict[str, Any]:
         entry: dict[str, Any] = {}
         for stage, run_config in stage_configs(cfg, value).items():
             folder = Path(run_config.output_dir)
-            if not (folder / (FINAL_MODEL if stage == "pretrain" else METRICS)).exists():
+            if not (folder / done_file(stage, run_config)).exists():
                 continue
             timing = stage_time(folder)
             if stage == "pretrain":

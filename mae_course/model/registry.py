@@ -139,8 +139,8 @@ def mae_vit_tiny_patch8_64(**overrides: Any) -> MaskedAutoencoder:
 def load_model(path: str, name: str | None = None, strict: bool = True, **overrides: Any) -> MaskedAutoencoder:
     """Build a model and load weights from a checkpoint file.
 
-    The course's own checkpoints carry their model config, so ``load_model("runs/x/model.pth")``
-    is enough. Released MAE files carry none: name the architecture, e.g.
+    The course's own checkpoints carry their model config, so ``load_model("runs/x/model.safetensors")``
+    is enough (a course ``.pth`` too). Released MAE files carry none: name the architecture, e.g.
     ``load_model("mae_visualize_vit_large.pth", "mae_vit_large_patch16")``.
     """
     checkpoint = load_checkpoint(path)

@@ -10,7 +10,7 @@ that a laptop CPU trains a small MAE on the built-in data in a few minutes.
 
 Output folder (see :mod:`mae_course.train.run` for what a run promises):
     config.json, log.jsonl, checkpoint-last.pth
-    model.pth                    the final weights and model config, for the lessons
+    model.safetensors            the final weights, with the model config, for the lessons
     reconstructions_untrained.png, reconstructions.png, loss.png
 
 Speed, for full-scale GPU runs (:mod:`mae_course.train.step`; every option gives the same
@@ -28,7 +28,6 @@ import torch
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_save
 from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import PIPELINES, PretrainingImages
 from ..data.datasets import loader_workers
@@ -41,7 +40,7 @@ from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
 from .recipe import OPTIMIZER_IMPLS, Schedule, make_adamw
-from .run import FINAL_MODEL, Run
+from .run import FINAL_MODEL, Run, final_model
 from .step import make_train_step
 
 SPEED = "speed (each option gives the same losses, up to rounding; see also --amp)"
@@ -219,8 +218,8 @@ def finish(run: Run, model: torch.nn.Module, settings: dict[str, Any], figure: C
            trained: bool) -> list[str]:  # fmt: skip
     """Write the final files: all of them after training, else only those missing; returns their names."""
     written = []
-    if trained or not (run.out / FINAL_MODEL).exists():
-        atomic_save({"model": model.state_dict(), "config": settings}, run.out / FINAL_MODEL)
+    if trained or not final_model(run.out).exists():
+        run.save_final(model, settings)
         written.append(FINAL_MODEL)
     records = [r for r in run.log.read() if "loss" in r]
     if records and (trained or not (run.out / "loss.png").exists()):

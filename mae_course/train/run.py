@@ -6,8 +6,9 @@ Every training job writes into one folder through :class:`Run`:
     log.jsonl              one JSON object per logged step and per epoch
     checkpoint-last.pth    everything needed to resume exactly: weights, optimizer, loss scaler,
                            the position (epoch, step, micro-batch, the epoch's loss so far) and
-                           every process's random generators
-    model.pth ...          the job's final files
+                           every process's random generators (a ``weights_only`` .pth)
+    model.safetensors ...  the job's final files: the weights (tensors only, with the settings
+                           of config.json in the header), and the job's own
 
 What a run promises:
 
@@ -36,16 +37,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_save, load_checkpoint, load_weights
+from ..checkpoint import atomic_save, load_checkpoint, load_weights, save_weights
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..provenance import provenance
 from ..safe_files import FolderLock, atomic_write_json, remove_stale_temporaries
 from .distributed import Runtime, everyone
 
 CHECKPOINT = "checkpoint-last.pth"
-FINAL_MODEL = "model.pth"
+FINAL_MODEL = "model.safetensors"
+OLD_FINAL_MODEL = "model.pth"  # the final weights of a run made before they were safetensors
 LOG = "log.jsonl"
 CONFIG = "config.json"
+
+
+def final_model(folder: str | Path) -> Path:
+    """The final weights of the run in ``folder``: its model.safetensors, or the model.pth of a run
+    made before final weights were safetensors (when only that one is there)."""
+    folder = Path(folder)
+    old = folder / OLD_FINAL_MODEL
+    return old if old.is_file() and not (folder / FINAL_MODEL).exists() else folder / FINAL_MODEL
 
 
 @dataclass
@@ -277,6 +287,12 @@ class Run:
             **(extra or {}),
         }
         atomic_save(state, self.checkpoint_path)
+
+    def save_final(self, model: nn.Module, config: dict[str, Any]) -> None:
+        """Write the final weights, model.safetensors, with ``config`` (the settings config.json holds).
+        A model.pth there is this run's older final weights (from before safetensors): it is removed."""
+        save_weights(model.state_dict(), config, self.out / FINAL_MODEL, config_json=False)
+        (self.out / OLD_FINAL_MODEL).unlink(missing_ok=True)
 
     def _gather_rng(self) -> Any:
         """This process's RNG state, or every rank's (a list) in a multi-process run."""
