@@ -3,10 +3,10 @@
     python scripts/ship_checkpoint.py RUN_DIR NAME "THE COMMAND THAT MADE THE RUN"
 
 Writes, in data/checkpoints/:
-    NAME.pth        the run's final weights (model.pth) in float16, with its model config
-    NAME.json       provenance: the command, the full config, the final loss, wall time, hardware,
-                    the git commit it was trained at, and the file's sha256
-    NAME.log.jsonl  the run's training log, as written
+    NAME.safetensors  the run's final weights in float16, with its model config in the header
+    NAME.json         provenance: the command, the full config, the final loss, wall time, hardware,
+                      the git commit it was trained at, and the file's sha256
+    NAME.log.jsonl    the run's training log, as written
 
 float16 halves the file; the lessons load it into float32 models, and a test checks that the
 reconstructions match the float32 weights closely.
@@ -23,17 +23,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mae_course.checkpoint import atomic_save, load_checkpoint  # noqa: E402
+from mae_course.checkpoint import load_checkpoint, save_weights  # noqa: E402
+from mae_course.train.run import final_model  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
 
 
 def main(run_dir: str, name: str, command: str) -> None:
     run = Path(run_dir)
-    ckpt = load_checkpoint(run / "model.pth")
+    ckpt = load_checkpoint(final_model(run))
     half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    target = OUT / f"{name}.pth"
-    atomic_save({"model": half, "config": ckpt["config"]}, target)
+    target = OUT / f"{name}.safetensors"
+    save_weights(half, ckpt["config"], target, config_json=False)  # NAME.json, below, holds the config
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     epochs = [r for r in log if "train_loss" in r]
     steps = [r for r in log if "step" in r]
@@ -46,7 +47,7 @@ def main(run_dir: str, name: str, command: str) -> None:
         "trained_on": {
             k: v for k, v in json.loads((run / "config.json").read_text()).items() if k in ("hardware", "git_commit")
         },
-        "weights": "float16 copy of the run's model.pth",
+        "weights": f"float16 copy of the run's final weights ({final_model(run).name})",
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "size_bytes": target.stat().st_size,
     }

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from mae_course import build_model, load_model
 from mae_course.data import BuiltinShapes, shipped_checkpoint, shipped_dir, shipped_results
@@ -20,6 +21,16 @@ def test_the_shipped_checkpoint_is_what_its_provenance_says():
     assert provenance["trained_on"]["git_commit"] and provenance["trained_on"]["hardware"]["device"]
     log = [json.loads(line) for line in path.with_name(path.stem + ".log.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in log if "train_loss" in r][-1] == provenance["final_train_loss"]
+
+
+def test_the_shipped_checkpoint_is_float16_safetensors_with_its_config():
+    path = shipped_checkpoint()
+    assert path.suffix == ".safetensors"
+    with safe_open(str(path), framework="pt") as f:  # any safetensors reader opens it
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        config = json.loads(f.metadata()["config"])
+    assert dtypes == {"F16"}  # half the size of float32; the lessons load it into float32 models
+    assert config == json.loads(path.with_suffix(".json").read_text())["config"]
 
 
 def test_the_shipped_model_has_learned_to_reconstruct():

@@ -25,8 +25,9 @@ def _existing(path: Path, what: str) -> Path:
 
 def shipped_checkpoint(name: str = DEFAULT_CHECKPOINT) -> Path:
     """The small MAE pretrained by the course's own command on the built-in data; its provenance
-    (command, config, log, time, hardware, commit) is in the ``.json`` and ``.log.jsonl`` beside it."""
-    return _existing(shipped_dir() / "checkpoints" / f"{name}.pth", "checkpoint")
+    (command, config, log, time, hardware, commit) is in the ``.json`` and ``.log.jsonl`` beside it.
+    A ``.safetensors`` file: float16 tensors, with the model config in its header."""
+    return _existing(shipped_dir() / "checkpoints" / f"{name}.safetensors", "checkpoint")
 
 
 def shipped_results(name: str) -> Path:
