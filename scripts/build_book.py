@@ -1,18 +1,21 @@
 """Build the course website from the solved lessons and their committed outputs (``make book``).
 
-    python scripts/build_book.py                  # writes build/book/html/index.html
+    python scripts/build_book.py                  # writes build/book/html/index.html (and html/zh/)
     python scripts/build_book.py --out DIR        # elsewhere
 
 Nothing is executed: the pages show the run that the repository holds. The script stages the
-pages in ``build/book/src`` and runs Sphinx (myst-nb, the Jupyter Book theme; settings in
-``book/conf.py``) with every warning an error, so a broken link or image fails the build.
+pages of each edition (English, then every translation) in ``build/book/src/<lang>`` and runs
+Sphinx on each (myst-nb, the Jupyter Book theme; settings in ``book/conf.py``) with every warning
+an error, so a broken link or image fails the build. The English site is ``html/``, the Chinese
+one ``html/zh/``; every page links to the same page in the other language.
 
 What the staging does:
 - the home page is the README up to its ``<!-- book: reference -->`` line (the overview and the
-  learner's path); the rest of the README (commands, package, tests) is the "Reference" page;
-- each lesson is ``solutions/NN_name.ipynb`` without its two Colab header cells, and with a
-  "Run it yourself" box (the JupyterLab command, Colab badges for the exercise and the solved
-  version) after its title;
+  learner's path; in Chinese, its translation in translations/zh/README.md); the rest of the
+  README (commands, package, tests) is the "Reference" page of the English site;
+- each lesson is ``solutions/[<lang>/]NN_name.ipynb`` without its two Colab header cells, and with
+  a "Run it yourself" box (the JupyterLab command, Colab badges for the exercise and the solved
+  version, the language switch) after its title;
 - a widget, which a static page cannot run, is shown as a snapshot image from ``book/snapshots/``;
 - links to files of the repository become links to them on GitHub; links between lessons and
   from the README to a lesson become links between pages.
@@ -27,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -34,6 +38,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_exercises import HEADER_TAG, homepage  # noqa: E402
+from translations import read_translation, source_hash, translation_path  # noqa: E402
 
 BOOK, SOLUTIONS = ROOT / "book", ROOT / "solutions"
 REFERENCE_MARK = "<!-- book: reference -->"
@@ -43,17 +48,65 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 # JupyterLab with headless Chromium by scripts/snapshot_widgets.py.
 SNAPSHOTS = {("06_seeing", "explorer.widget"): "06_explorer.png"}
 
-SNAPSHOT_NOTE = "Above: a snapshot of the widget in JupyterLab. Run the lesson to move its controls."
-
 _LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # a markdown link target: [text](target)
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One language of the site: where its lessons are, and its words for the parts the build adds."""
+
+    lang: str  # "en", or the folder of a translation ("zh")
+    sphinx_language: str
+    title: str
+    box_title: str
+    box: str  # with {clone}, {name}, {folder}, {exercise}, {solved}, {badge}, {other}
+    snapshot_note: str
+    other_name: str  # the other language, in its own words, for the switch
+
+    @property
+    def folder(self) -> str:
+        """The lessons' folder below solutions/ and notebooks/ ('' for English)."""
+        return "" if self.lang == "en" else self.lang
+
+
+EDITIONS = {
+    "en": Edition(
+        "en", "en", "Masked Autoencoders, from the first patch to ImageNet", "Run it yourself",
+        "- **JupyterLab:** `{clone}`, then open `notebooks/{folder}{name}` (the exercises, with checks) or "
+        "`solutions/{folder}{name}` (solved).\n"
+        '- **Colab:** <a href="{exercise}">{badge}</a> the exercises, or <a href="{solved}">the solved lesson</a>.\n'
+        "- This page shows the solved lesson and the outputs of its last full run; nothing here runs.\n"
+        '- <a href="{other}">中文版</a>',
+        "Above: a snapshot of the widget in JupyterLab. Run the lesson to move its controls.", "中文",
+    ),
+    "zh": Edition(
+        "zh", "zh_CN", "掩码自编码器：从第一个图像块到 ImageNet", "自己运行",
+        "- **JupyterLab：** `{clone}`，然后打开 `notebooks/{folder}{name}`（练习，带自动检查）或 "
+        "`solutions/{folder}{name}`（答案）。\n"
+        '- **Colab：** <a href="{exercise}">{badge}</a> 练习，或 <a href="{solved}">带答案的课程</a>。\n'
+        "- 本页展示的是带答案的课程及其最近一次完整运行的输出；页面上不运行任何代码。\n"
+        '- <a href="{other}">English</a>',
+        "上图：JupyterLab 中交互控件的快照。运行本课即可拖动其中的控件。", "English",
+    ),
+}  # fmt: skip
 
 
 def lesson_paths() -> list[Path]:
     return sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def site_url(url: str) -> str:
+    """Where GitHub Pages publishes the site of the repository ``url``."""
+    owner, repo = re.sub(r"^https://github\.com/", "", url).split("/")[:2]
+    return f"https://{owner.lower()}.github.io/{repo}"
+
+
 def link_target(target: str, here: str, lessons: set[str], url: str) -> str:
-    """Where a relative link from the file ``here`` (repository path) should point on the site."""
+    """Where a relative link from the file ``here`` (repository path) should point on the site.
+
+    A lesson of the same edition is a page beside this one; a lesson of the other edition is its
+    page on the published site; any other file of the repository is its page on GitHub.
+    """
     if re.match(r"^[a-z]+:|^#|^/", target):
         return target
     path, _, anchor = target.partition("#")
@@ -61,30 +114,34 @@ def link_target(target: str, here: str, lessons: set[str], url: str) -> str:
     resolved = "/".join(p for p in Path(resolved).parts if p != ".")
     while "/../" in f"/{resolved}/":  # normalise a/b/../c without touching the file system
         resolved = re.sub(r"(^|/)[^/]+/\.\.(/|$)", r"\1", resolved, count=1)
-    name = Path(resolved).name
-    if name in lessons and Path(resolved).parent.name in ("notebooks", "solutions"):
-        return name + (f"#{anchor}" if anchor else "")
-    return f"{url}/blob/main/{resolved}" + (f"#{anchor}" if anchor else "")
+    anchor = f"#{anchor}" if anchor else ""
+    parts = resolved.split("/")
+    if parts[-1] in lessons and parts[0] in ("notebooks", "solutions") and len(parts) <= 3:
+        if parts[1:-1] == here.split("/")[1:-1]:  # the same edition
+            return parts[-1] + anchor
+        return f"{site_url(url)}/{'/'.join(parts[1:-1] + [Path(parts[-1]).stem])}.html{anchor}"
+    return f"{url}/blob/main/{resolved}{anchor}"
 
 
 def rewrite_links(text: str, here: str, lessons: set[str], url: str) -> str:
     return _LINK.sub(lambda m: m.group(1) + link_target(m.group(2), here, lessons, url) + m.group(3), text)
 
 
-def run_it_yourself(name: str, url: str) -> str:
+def run_it_yourself(edition: Edition, name: str, url: str) -> str:
     github = re.sub(r"^https://github\.com/", "", url)
     colab = f"https://colab.research.google.com/github/{github}/blob/main"
-    badge = f'<img src="{COLAB_BADGE}" alt="Open In Colab" style="vertical-align: middle">'
-    return (
-        ":::{admonition} Run it yourself\n"
-        ":class: tip\n"
-        f"- **JupyterLab:** `git clone {url} && cd {url.rsplit('/', 1)[-1]} && make lab`, then open "
-        f"`notebooks/{name}` (the exercises, with checks) or `solutions/{name}` (solved).\n"
-        f'- **Colab:** <a href="{colab}/notebooks/{name}">{badge}</a> the exercises, '
-        f'or <a href="{colab}/solutions/{name}">the solved lesson</a>.\n'
-        "- This page shows the solved lesson and the outputs of its last full run; nothing here runs.\n"
-        ":::"
+    folder = f"{edition.folder}/" if edition.folder else ""
+    page = Path(name).stem + ".html"
+    box = edition.box.format(
+        clone=f"git clone {url} && cd {url.rsplit('/', 1)[-1]} && make lab",
+        name=name,
+        folder=folder,
+        exercise=f"{colab}/notebooks/{folder}{name}",
+        solved=f"{colab}/solutions/{folder}{name}",
+        badge=f'<img src="{COLAB_BADGE}" alt="Open In Colab" style="vertical-align: middle">',
+        other=f"../{page}" if edition.folder else f"zh/{page}",
     )
+    return f":::{{admonition}} {edition.box_title}\n:class: tip\n{box}\n:::"
 
 
 def snapshot_output(image: Path) -> nbformat.NotebookNode:
@@ -95,16 +152,16 @@ def snapshot_output(image: Path) -> nbformat.NotebookNode:
     )
 
 
-def stage_lesson(path: Path, lessons: set[str], url: str) -> nbformat.NotebookNode:
+def stage_lesson(edition: Edition, path: Path, lessons: set[str], url: str) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if HEADER_TAG not in c.metadata.get("tags", [])]
     if not nb.cells or not nb.cells[0].source.startswith("# "):
         raise SystemExit(f"{path.name}: the first cell after the header must start with the lesson's title")
-    here = f"solutions/{path.name}"
+    here = path.relative_to(ROOT).as_posix()
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = rewrite_links(cell.source, here, lessons, url)
-    box = nbformat.v4.new_markdown_cell(run_it_yourself(path.name, url))
+    box = nbformat.v4.new_markdown_cell(run_it_yourself(edition, path.name, url))
     box.id = f"{path.stem.split('_')[0]}-run-it-yourself"
     nb.cells.insert(1, box)
     for (stem, line), image in SNAPSHOTS.items():
@@ -114,25 +171,35 @@ def stage_lesson(path: Path, lessons: set[str], url: str) -> nbformat.NotebookNo
         if len(cells) != 1:
             raise SystemExit(f"{path.name}: {len(cells)} code cells have the line {line!r}; update SNAPSHOTS")
         cells[0].outputs = [snapshot_output(BOOK / "snapshots" / image)]
-        note = nbformat.v4.new_markdown_cell(f"*{SNAPSHOT_NOTE}*")
+        note = nbformat.v4.new_markdown_cell(f"*{edition.snapshot_note}*")
         note.id = f"{cells[0].id}-snapshot"
         nb.cells.insert(nb.cells.index(cells[0]) + 1, note)
     return nb
 
 
-def split_readme(url: str, lessons: set[str]) -> tuple[str, str]:
-    """The README's overview (the home page) and its reference part, links rewritten."""
+def readme_parts() -> tuple[str, str]:
+    """The README's overview (the English home page) and its reference part."""
     text = (ROOT / "README.md").read_text()
     if REFERENCE_MARK not in text:
         raise SystemExit(f"README.md has no {REFERENCE_MARK!r} line between the overview and the reference")
     home, reference = text.split(REFERENCE_MARK, 1)
-    home = rewrite_links(home, "README.md", lessons, url)
-    reference = rewrite_links(reference, "README.md", lessons, url).lstrip()
-    return home, "# Reference: the commands and the package\n\n" + reference
+    return home, reference
 
 
-def stage(src: Path) -> list[str]:
-    """Write the site's sources into ``src``; returns the lesson page names in order."""
+def translated_home(lang: str) -> str:
+    """The translation of the README's overview; a stale or missing one stops the build."""
+    block = read_translation(translation_path(lang, "README")).get("overview")
+    current = source_hash(readme_parts()[0])
+    if block is None or block.sha != current:
+        raise SystemExit(
+            f"{translation_path(lang, 'README').relative_to(ROOT)} does not translate the README's current overview "
+            f"(block 'overview' with sha256:{current} expected)"
+        )
+    return block.text + "\n"
+
+
+def stage(edition: Edition, src: Path) -> list[str]:
+    """Write one edition's pages into ``src``; returns the lesson page names in order."""
     url = homepage()
     paths = lesson_paths()
     lessons = {p.name for p in paths}
@@ -140,24 +207,37 @@ def stage(src: Path) -> list[str]:
         shutil.rmtree(src)
     src.mkdir(parents=True)
     for path in paths:
-        nbformat.write(stage_lesson(path, lessons, url), src / path.name)
-    home, reference = split_readme(url, lessons)
+        source = SOLUTIONS / edition.folder / path.name
+        nbformat.write(stage_lesson(edition, source, lessons, url), src / path.name)
     toctree = "\n".join(p.stem for p in paths)
-    home += f"\n```{{toctree}}\n:hidden:\n:caption: Lessons\n:maxdepth: 1\n\n{toctree}\n```\n"
-    home += "\n```{toctree}\n:hidden:\n:caption: Practitioners\n:maxdepth: 1\n\nreference\n```\n"
+    caption = "Lessons" if edition.lang == "en" else "课程"
+    if edition.lang == "en":
+        home, reference = readme_parts()
+        home = rewrite_links(home, "README.md", lessons, url)
+        reference = "# Reference: the commands and the package\n\n" + rewrite_links(reference, "README.md", lessons, url)
+        (src / "reference.md").write_text(reference)
+        extra = "\n```{toctree}\n:hidden:\n:caption: Practitioners\n:maxdepth: 1\n\nreference\n```\n"
+    else:
+        home = rewrite_links(translated_home(edition.lang), f"translations/{edition.lang}/README.md", lessons, url)
+        extra = ""
+    home += f"\n```{{toctree}}\n:hidden:\n:caption: {caption}\n:maxdepth: 1\n\n{toctree}\n```\n" + extra
     (src / "index.md").write_text(home)
-    (src / "reference.md").write_text(reference)
     return [p.stem for p in paths]
 
 
 def build(out: Path) -> float:
-    """Stage and build the site into ``out`` / html; returns the seconds it took."""
+    """Stage and build every edition into ``out`` / html; returns the seconds it took."""
     start = time.perf_counter()
-    stage(out / "src")
-    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-c", str(BOOK)]
-    result = subprocess.run([*command, str(out / "src"), str(out / "html")], check=False)
-    if result.returncode:
-        raise SystemExit(f"the site did not build (sphinx exit status {result.returncode}); see the warnings above")
+    for edition in EDITIONS.values():
+        src, html = out / "src" / edition.lang, out / "html" / edition.folder
+        stage(edition, src)
+        command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-c", str(BOOK)]
+        command += ["-D", f"language={edition.sphinx_language}", "-D", f"html_title={edition.title}"]
+        result = subprocess.run([*command, str(src), str(html)], check=False)
+        if result.returncode:
+            raise SystemExit(
+                f"the {edition.lang} site did not build (sphinx exit status {result.returncode}); see the warnings above"
+            )
     return time.perf_counter() - start
 
 

@@ -76,6 +76,27 @@ def read_translation(path: Path) -> dict[str, Block]:
     return blocks
 
 
+def has_prose(markdown: str) -> bool:
+    """Whether a markdown cell has words to translate (outside code, math, links' targets, HTML tags)."""
+    text = re.sub(r"```.*?```|`[^`]*`|\$[^$]*\$|\]\([^)]*\)|<[^>]+>", " ", markdown, flags=re.S)
+    return re.search(r"[A-Za-z]{3,}", text) is not None
+
+
+_CJK = "[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"
+_NEW_BLOCK = re.compile(r"\s*([-*+] |\d+\. |#|\||>|<|\$\$|$)")  # a line that starts a list item, heading, ...
+
+
+def soft_breaks(markdown: str) -> list[str]:
+    """Places where a paragraph's line ends and the next begins with a Chinese character (outside code)."""
+    found, fence, lines = [], False, markdown.split("\n")
+    for before, line in zip(lines, lines[1:]):
+        if before.strip().startswith("```"):
+            fence = not fence
+        if not fence and re.search(_CJK + "$", before) and re.match(_CJK, line) and not _NEW_BLOCK.match(line):
+            found.append(before[-6:] + "⏎" + line[:6])
+    return found
+
+
 def problems(lang: str, path: Path) -> list[str]:
     """What is missing, stale or left over in the translation of one English solution."""
     nb = nbformat.read(path, as_version=4)
@@ -93,6 +114,11 @@ def problems(lang: str, path: Path) -> list[str]:
             )
         elif not block.text.strip():
             found.append(f"{where}: cell {cell.id} is empty")
+        elif block.text.strip() == cell.source.strip() and has_prose(cell.source):
+            found.append(f"{where}: cell {cell.id} is still the English text")
+        elif broken := soft_breaks(block.text):
+            found.append(f"{where}: cell {cell.id} breaks a line between two Chinese characters, which renders "
+                         f"as a space: join {broken[0]!r}")  # fmt: skip
     ids = {c.id for c in translatable(nb)}
     found += [f"{where}: cell {i} is not a markdown cell of {path.name} (removed?)" for i in blocks if i not in ids]
     return found

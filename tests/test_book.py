@@ -21,6 +21,7 @@ pytest.importorskip("myst_nb")
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
 build_book = importlib.util.module_from_spec(spec)
+sys.modules["build_book"] = build_book  # (its dataclass looks itself up there)
 spec.loader.exec_module(build_book)
 
 LESSONS = build_book.lesson_paths()
@@ -52,8 +53,8 @@ def site(tmp_path_factory) -> Path:
     return out / "html"
 
 
-def pages(site: Path) -> dict[str, Page]:
-    return {p.name: Page(p.read_text()) for p in site.glob("*.html")}
+def pages(site: Path) -> dict[Path, Page]:
+    return {p: Page(p.read_text()) for p in site.rglob("*.html")}
 
 
 def text_of(page: Path) -> str:
@@ -92,7 +93,11 @@ def test_the_widget_is_shown_as_its_snapshot(site):
     page = (site / "06_seeing.html").read_text()
     shown = [site / src for src in Page(page).images if src.startswith("_images/")]
     assert any(p.read_bytes() == snapshot for p in shown), "the explorer's snapshot is not on lesson 06's page"
-    assert build_book.SNAPSHOT_NOTE.split(":")[0] in page
+    assert build_book.EDITIONS["en"].snapshot_note.split(":")[0] in page
+    chinese = (site / "zh" / "06_seeing.html").read_text()
+    shown = [site / "zh" / src for src in Page(chinese).images if src.startswith("_images/")]
+    assert any(p.read_bytes() == snapshot for p in shown)
+    assert build_book.EDITIONS["zh"].snapshot_note.split("：")[0] in chinese
 
 
 def test_each_page_says_how_to_run_it_yourself(site):
@@ -120,18 +125,38 @@ def test_the_home_page_is_the_readme_overview_and_the_reference_follows(site):
 def test_every_internal_link_and_image_resolves(site):
     parsed = pages(site)
     checked = 0
-    for name, page in parsed.items():
+    for here, page in parsed.items():
         for target in page.links + page.images:
             if re.match(r"^[a-z]+:|^//", target):
                 continue
             path, _, anchor = target.partition("#")
-            file = (site / name).parent / path if path else site / name
-            assert file.exists(), f"{name}: broken link {target}"
+            file = (here.parent / path).resolve() if path else here
+            assert file.exists(), f"{here.relative_to(site)}: broken link {target}"
             if anchor and file.suffix == ".html":
-                ids = parsed[file.name].ids if file.name in parsed else Page(file.read_text()).ids
-                assert anchor in ids, f"{name}: link {target} names no element of {file.name}"
+                assert anchor in parsed[file].ids, f"{here.relative_to(site)}: {target} names no element of its page"
             checked += 1
-    assert checked > 100
+    assert checked > 200
+
+
+def test_every_page_links_the_same_page_in_the_other_language(site):
+    for lesson in LESSONS:
+        english, chinese = site / f"{lesson.stem}.html", site / "zh" / f"{lesson.stem}.html"
+        assert f"zh/{lesson.stem}.html" in Page(english.read_text()).links
+        assert f"../{lesson.stem}.html" in Page(chinese.read_text()).links
+        assert 'lang="zh-CN"' in chinese.read_text()
+
+
+def test_the_chinese_home_page_is_the_translated_overview(site):
+    home = text_of(site / "zh" / "index.html")
+    assert "学习者：从这里开始" in home
+    for lesson in LESSONS:
+        assert f'href="{lesson.stem}.html"' in (site / "zh" / "index.html").read_text()
+
+
+def test_a_stale_translation_of_the_readme_stops_the_build(monkeypatch):
+    monkeypatch.setattr(build_book, "readme_parts", lambda: ("# An edited overview\n", ""))
+    with pytest.raises(SystemExit, match="does not translate the README's current overview"):
+        build_book.translated_home("zh")
 
 
 def test_links_to_repository_files_go_to_github_and_lesson_links_stay_on_the_site():
@@ -143,6 +168,12 @@ def test_links_to_repository_files_go_to_github_and_lesson_links_stay_on_the_sit
         f"{URL}/blob/main/mae_course/model/mae.py"
     )
     assert target("tests/README.md", "README.md", lessons, URL) == f"{URL}/blob/main/tests/README.md"
+    site_url = build_book.site_url(URL)
+    assert target("zh/00_welcome.ipynb", "solutions/00_welcome.ipynb", lessons, URL) == f"{site_url}/zh/00_welcome.html"
+    assert target("../00_welcome.ipynb", "solutions/zh/00_welcome.ipynb", lessons, URL) == f"{site_url}/00_welcome.html"
+    assert target("01_patches.ipynb", "solutions/zh/00_welcome.ipynb", lessons, URL) == "01_patches.ipynb"
+    zh_readme = "translations/zh/README.md"
+    assert target("../../notebooks/zh/02_masking.ipynb", zh_readme, lessons, URL) == "02_masking.ipynb"
     for kept in ("https://arxiv.org/abs/2111.06377", "#recap", "mailto:a@b.c"):
         assert target(kept, "README.md", lessons, URL) == kept
 
@@ -162,7 +193,7 @@ def test_a_snapshot_whose_widget_cell_is_gone_stops_the_build(monkeypatch):
     monkeypatch.setitem(build_book.SNAPSHOTS, ("06_seeing", "no_such_widget.widget"), "06_explorer.png")
     lesson = next(p for p in LESSONS if p.stem == "06_seeing")
     with pytest.raises(SystemExit, match="no_such_widget"):
-        build_book.stage_lesson(lesson, {p.name for p in LESSONS}, URL)
+        build_book.stage_lesson(build_book.EDITIONS["en"], lesson, {p.name for p in LESSONS}, URL)
 
 
 def test_the_snapshot_output_is_the_png_itself():
