@@ -29,6 +29,7 @@ def pytest_terminal_summary(terminalreporter):
     for path, seconds in sorted(_notebook_seconds.items()):
         terminalreporter.write_line(f"{seconds:6.1f} s  {path}")
 
+
 # The translated editions (solutions/zh/, notebooks/zh/) run the English lessons' code byte for
 # byte, with the English outputs: tests/test_translations.py checks that, and nbval runs each
 # program once, in English, to keep the suite short.

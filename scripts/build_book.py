@@ -38,6 +38,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_exercises import HEADER_TAG, homepage  # noqa: E402
+
 from translations import read_translation, source_hash, translation_path  # noqa: E402
 
 BOOK, SOLUTIONS = ROOT / "book", ROOT / "solutions"
@@ -214,7 +215,9 @@ def stage(edition: Edition, src: Path) -> list[str]:
     if edition.lang == "en":
         home, reference = readme_parts()
         home = rewrite_links(home, "README.md", lessons, url)
-        reference = "# Reference: the commands and the package\n\n" + rewrite_links(reference, "README.md", lessons, url)
+        reference = "# Reference: the commands and the package\n\n" + rewrite_links(
+            reference, "README.md", lessons, url
+        )
         (src / "reference.md").write_text(reference)
         extra = "\n```{toctree}\n:hidden:\n:caption: Practitioners\n:maxdepth: 1\n\nreference\n```\n"
     else:

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+
 from translations import LANGUAGES, translated
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -89,7 +89,7 @@ _NEW_BLOCK = re.compile(r"\s*([-*+] |\d+\. |#|\||>|<|\$\$|$)")  # a line that st
 def soft_breaks(markdown: str) -> list[str]:
     """Places where a paragraph's line ends and the next begins with a Chinese character (outside code)."""
     found, fence, lines = [], False, markdown.split("\n")
-    for before, line in zip(lines, lines[1:]):
+    for before, line in zip(lines, lines[1:], strict=False):
         if before.strip().startswith("```"):
             fence = not fence
         if not fence and re.search(_CJK + "$", before) and re.match(_CJK, line) and not _NEW_BLOCK.match(line):

@@ -119,7 +119,9 @@ def test_a_changed_english_cell_makes_its_translation_stale(tiny):
 def test_a_block_left_in_english_is_reported(tiny):
     out = translations.translation_path(LANG, "99_tiny")
     out.write_text(out.read_text().replace("# 第 99 课 · 图像块", "# Lesson 99 · Patches"))
-    assert translations.problems(LANG, tiny) == [f"translations/{LANG}/99_tiny.md: cell l99-00 is still the English text"]
+    assert translations.problems(LANG, tiny) == [
+        f"translations/{LANG}/99_tiny.md: cell l99-00 is still the English text"
+    ]
 
 
 def test_a_new_english_cell_has_no_translation_and_a_removed_one_is_left_over(tiny):
@@ -144,6 +146,8 @@ def test_the_first_use_rule_is_enforced(tiny):
 def test_a_line_break_between_chinese_characters_is_reported(tiny):
     """Markdown renders a soft line break as a space, which Chinese text must not have."""
     out = translations.translation_path(LANG, "99_tiny")
-    out.write_text(out.read_text().replace("# 第 99 课 · 图像块", "# 第 99 课 · 图像块\n\n一个图像块\n是一个向量。\n- 列表\n- 项"))
+    out.write_text(
+        out.read_text().replace("# 第 99 课 · 图像块", "# 第 99 课 · 图像块\n\n一个图像块\n是一个向量。\n- 列表\n- 项")
+    )
     (problem,) = translations.problems(LANG, tiny)
     assert "breaks a line between two Chinese characters" in problem and "图像块⏎是一个向量" in problem
