@@ -170,6 +170,10 @@ def first_use_problems(lang: str, stem: str) -> list[str]:
     An occurrence inside a longer glossary term (编码器 in 掩码自编码器) does not count.
     """
     blocks = read_translation(translation_path(lang, stem))
+    english = SOLUTIONS / f"{stem}.ipynb"
+    if english.exists():  # in the lesson's order, whatever the file's order
+        order = [c.id for c in translatable(nbformat.read(english, as_version=4))]
+        blocks = {i: blocks[i] for i in sorted(blocks, key=lambda i: order.index(i) if i in order else len(order))}
     text = "\n".join(b.text for b in blocks.values())
     text = re.sub(r"`[^`\n]*`|\]\([^)]*\)", lambda m: " " * len(m.group()), text)  # code and link targets
     terms = glossary(lang)
