@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -236,7 +237,8 @@ def build(out: Path) -> float:
         stage(edition, src)
         command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-c", str(BOOK)]
         command += ["-D", f"language={edition.sphinx_language}", "-D", f"html_title={edition.title}"]
-        result = subprocess.run([*command, str(src), str(html)], check=False)
+        env = {**os.environ, "MAE_COURSE_BOOK_EDITION": edition.lang}  # book/conf.py's language switch
+        result = subprocess.run([*command, str(src), str(html)], check=False, env=env)
         if result.returncode:
             raise SystemExit(
                 f"the {edition.lang} site did not build (sphinx exit status {result.returncode}); see the warnings above"

@@ -146,6 +146,13 @@ def test_every_page_links_the_same_page_in_the_other_language(site):
         assert 'lang="zh-CN"' in chinese.read_text()
 
 
+def test_every_page_of_each_site_links_the_other_site_s_home(site):
+    for page in site.glob("*.html"):
+        assert "zh/index.html" in Page(page.read_text()).links, f"{page.name}: no link to the Chinese site"
+    for page in (site / "zh").glob("*.html"):
+        assert "../index.html" in Page(page.read_text()).links, f"zh/{page.name}: no link to the English site"
+
+
 def test_the_chinese_home_page_is_the_translated_overview(site):
     home = text_of(site / "zh" / "index.html")
     assert "学习者：从这里开始" in home
