@@ -92,7 +92,8 @@ def soft_breaks(markdown: str) -> list[str]:
     for before, line in zip(lines, lines[1:], strict=False):
         if before.strip().startswith("```"):
             fence = not fence
-        if not fence and re.search(_CJK + "$", before) and re.match(_CJK, line) and not _NEW_BLOCK.match(line):
+        joined = re.search(_CJK + "$", before.rstrip("*_")) and re.match(_CJK, line.lstrip("*_"))  # **bold** too
+        if not fence and joined and not _NEW_BLOCK.match(line):
             found.append(before[-6:] + "⏎" + line[:6])
     return found
 
