@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .safe_files import atomic_write
+from .safe_files import atomic_write, atomic_write_json
 
 _SHOW = 8  # names listed in an error before "... and N more"
 SAFETENSORS = ".safetensors"
@@ -66,9 +66,7 @@ def save_weights(
         seen.add(storage)
     data = safetensors.torch.save(tensors, metadata={"format": "pt", "config": json.dumps(config)})
     if config_json:
-        atomic_write(
-            path.with_suffix(".json"), lambda f: f.write((json.dumps({"config": config}, indent=2) + "\n").encode())
-        )
+        atomic_write_json(path.with_suffix(".json"), {"config": config})
     atomic_write(path, lambda f: f.write(data))
 
 
