@@ -23,12 +23,11 @@ from pathlib import Path
 
 import nbformat
 
-from translations import LANGUAGES, translated
+from translations import HEADER_TAG, LANGUAGES, translated
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "notebooks"
 BEGIN, END, HINT = "# BEGIN SOLUTION", "# END SOLUTION", "# hint:"
-HEADER_TAG = "course-header"
 
 
 def homepage() -> str:
@@ -112,15 +111,12 @@ def expected_files() -> dict[Path, str]:
     url, files = homepage(), {}
     for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
         english = nbformat.read(path, as_version=4)
-        solution = with_header(english, url, "solutions", path)
-        files[path] = nbformat.writes(solution) + "\n"
-        exercise = with_header(exercise_version(solution, path), url, "notebooks", path)
-        files[EXERCISES / path.name] = nbformat.writes(exercise) + "\n"
-        for lang in LANGUAGES:
-            edition = translated(english, lang, path.stem)
-            solution = with_header(edition, url, f"solutions/{lang}", path)
+        editions = {"": english, **{lang: translated(english, lang, path.stem) for lang in LANGUAGES}}
+        for lang, edition in editions.items():  # "" is English, in solutions/ and notebooks/ themselves
+            sub = f"/{lang}" if lang else ""
+            solution = with_header(edition, url, f"solutions{sub}", path)
             files[SOLUTIONS / lang / path.name] = nbformat.writes(solution) + "\n"
-            exercise = with_header(exercise_version(solution, path), url, f"notebooks/{lang}", path)
+            exercise = with_header(exercise_version(solution, path), url, f"notebooks{sub}", path)
             files[EXERCISES / lang / path.name] = nbformat.writes(exercise) + "\n"
     return files
 

@@ -34,7 +34,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, TRANSLATIONS = ROOT / "solutions", ROOT / "translations"
 LANGUAGES = {"zh": "中文"}
-HEADER_TAG = "course-header"  # the Colab badge and install cells: generated, not translated
+HEADER_TAG = "course-header"  # the Colab badge and install cells that make_exercises writes: never translated
 _BLOCK = re.compile(r"^<!-- (\S+) sha256:([0-9a-f]{16}) -->\n", re.MULTILINE)
 UNTRANSLATED = {
     "zh": "> ⚠️ 此单元尚未翻译，或其英文原文已更新；下面是英文原文。(This cell is not translated yet, or its English changed.)\n\n"
