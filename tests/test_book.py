@@ -5,7 +5,6 @@ and image resolves."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import subprocess
@@ -19,10 +18,8 @@ pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
-build_book = importlib.util.module_from_spec(spec)
-sys.modules["build_book"] = build_book  # (its dataclass looks itself up there)
-spec.loader.exec_module(build_book)
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_book  # noqa: E402
 
 LESSONS = build_book.lesson_paths()
 URL = build_book.homepage()

@@ -4,7 +4,6 @@ those of the English run (scripts/translations.py, scripts/make_exercises.py).""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,10 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-spec = importlib.util.spec_from_file_location("translations", ROOT / "scripts" / "translations.py")
-translations = importlib.util.module_from_spec(spec)
-sys.modules["translations"] = translations  # (its dataclass looks itself up there)
-spec.loader.exec_module(translations)
+import translations  # noqa: E402
 
 LESSONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 LANG = "zh"
