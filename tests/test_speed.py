@@ -14,9 +14,10 @@ import torch
 from mae_course.cli import main
 from mae_course.errors import ConfigError
 from mae_course.model.registry import build_model
+from mae_course.train import step as step_module
 from mae_course.train.pretrain import PretrainConfig, pretrain
 from mae_course.train.recipe import adamw_impl_flags, make_adamw
-from mae_course.train.step import autocast_for, make_train_step
+from mae_course.train.step import auto_precision, autocast_for, make_train_step, resolve_amp
 
 CPU = torch.device("cpu")
 
@@ -61,6 +62,55 @@ def test_bf16_autocast_matches_float32():
 
     step = make_train_step(model, make_adamw(model, lr=1e-3), amp="fp16")  # fp16 steps through a loss scaler
     assert step.scaler is not None and torch.isfinite(step(imgs))
+
+
+def test_the_residual_streams_stay_float32_under_autocast():
+    """As in the official models_mae.py: float32 positional tables added to 16-bit projections promote the
+    sum, so under bf16 autocast every block of the encoder and of the decoder reads and returns float32,
+    while its matrix products run in bf16."""
+    model = tiny()
+    imgs, noise = batch(2)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = (inputs[0].dtype, output.dtype)
+
+        return hook
+
+    model.blocks[0].register_forward_hook(record("encoder"))
+    model.decoder_blocks[0].register_forward_hook(record("decoder"))
+    model.decoder_blocks[0].attn.qkv.register_forward_hook(record("decoder qkv"))
+    with torch.no_grad(), autocast_for(CPU, "bf16")[0]():
+        model(imgs, 0.75, noise)
+    assert seen["encoder"] == seen["decoder"] == (torch.float32, torch.float32)
+    assert seen["decoder qkv"][1] == torch.bfloat16  # the products still run in bf16
+
+
+@pytest.mark.parametrize(
+    "gpu, capability, precision",
+    [("Tesla T4", (7, 5), "fp16"), ("Tesla V100-SXM2-16GB", (7, 0), "fp16"), ("NVIDIA A100-SXM4-80GB", (8, 0), "bf16"),
+     ("NVIDIA H100 80GB HBM3", (9, 0), "bf16")],
+)  # fmt: skip
+def test_auto_precision_follows_the_compute_capability(gpu, capability, precision, monkeypatch):
+    """bf16 only where the tensor cores have it (8.0 and up); below, fp16 with a loss scaler, even though
+    torch.cuda.is_bf16_supported() says True there (emulated bf16). The GPU is faked: only its capability is read."""
+    assert auto_precision("cuda", capability) == precision
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers
+    assert resolve_amp(torch.device("cuda"), "auto") == precision
+    assert resolve_amp(torch.device("cuda"), "none") == "none"  # asked for: kept
+    monkeypatch.setattr(step_module.torch, "autocast", lambda device_type, dtype: (device_type, dtype))
+    autocast, needs_scaler = autocast_for(torch.device("cuda"), "auto")
+    assert autocast() == ("cuda", torch.bfloat16 if precision == "bf16" else torch.float16)
+    assert needs_scaler == (precision == "fp16")
+
+
+def test_auto_precision_is_full_precision_off_cuda():
+    assert auto_precision("cpu") == auto_precision("mps") == "none"
+    assert resolve_amp(CPU, "auto") == "none" and resolve_amp(CPU, "bf16") == "bf16"
+    with pytest.raises(ConfigError, match="unknown amp mode 'fp8'"):
+        resolve_amp(CPU, "fp8")
 
 
 @pytest.mark.parametrize("impl", ["fused", "foreach"])

@@ -9,9 +9,10 @@ every batch, for pretraining and for classification alike (a ``loss_fn`` says ho
 becomes a loss), and the benchmarks time it. The speed options change how the step computes, not what: each gives the
 losses of the plain step, up to rounding (``tests/test_speed.py`` checks it).
 
-* ``amp``: mixed precision (:func:`autocast_for`). "auto" is bf16 autocast
-  on GPUs that have it (no loss scaler needed: bf16 has float32's range), fp16 with a GradScaler
-  on older GPUs, and none on the CPU. The matrix products then run in 16 bits, on tensor cores.
+* ``amp``: mixed precision (:func:`autocast_for`). "auto" is bf16 autocast on GPUs whose tensor
+  cores have it, compute capability 8.0 and up (no loss scaler needed: bf16 has float32's range),
+  fp16 with a GradScaler on older GPUs (Colab's T4, V100), and none on the CPU
+  (:func:`auto_precision`). The matrix products then run in 16 bits, on tensor cores.
 * ``compile``: :func:`torch.compile` the model. Its forward is traced into a graph, and
   AOTAutograd derives the backward graph; both are fused into fewer, larger kernels. The first
   step is slow (compilation: a minute or more for ViT-L); the following ones are faster. Only the
@@ -49,20 +50,44 @@ from .distributed import DEFAULT_BUCKET_CAP_MB, grad_disagreement, wrap_ddp
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
+def auto_precision(device_type: str, capability: tuple[int, int] | None = None) -> str:
+    """What ``amp="auto"`` means on a device: a pure function of its type and compute capability.
+
+    * CUDA with compute capability 8.0 or higher (A100, L4, H100, H200, RTX 30xx and later):
+      "bf16", native on their tensor cores; float32's range, so no loss scaler.
+    * older CUDA GPUs (T4 7.5, the free Colab GPU; V100 7.0): "fp16" with a GradScaler. Their tensor
+      cores have no bf16; ``torch.cuda.is_bf16_supported()`` still says True there because bf16 can be
+      emulated, and emulated bf16 is slower than float32.
+    * anything else (the CPU, Apple's MPS): "none", full precision, unless asked otherwise.
+    """
+    if device_type != "cuda":
+        return "none"
+    if capability is None:
+        raise ValueError("a CUDA device needs its compute capability")
+    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``amp`` with "auto" resolved for ``device`` (:func:`auto_precision`, reading the GPU's capability)."""
+    if amp not in AMP_MODES:
+        raise ConfigError(f"unknown amp mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if amp != "auto":
+        return amp
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return auto_precision(device.type, capability)
+
+
 def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
     """Mixed precision for the forward pass: ``(context factory, needs a GradScaler)``.
 
     Under autocast, matrix products and convolutions run in 16 bits while reductions, norms and
-    the loss stay in float32; the weights and the optimizer stay in float32. "auto" is bf16 on
-    GPUs that support it (float32's range, so no loss scaler is needed), fp16 with a scaler on
-    older GPUs (fp16 gradients would underflow to 0 without one), and full precision on the CPU.
-    "bf16" and "fp16" work on the CPU too (``torch.autocast("cpu", ...)``): fast only on CPUs
+    the loss stay in float32; the weights and the optimizer stay in float32. "auto" is
+    :func:`auto_precision`: bf16 on GPUs of compute capability 8.0 or higher, fp16 with a loss
+    scaler on older ones (fp16 gradients would underflow to 0 without one), full precision on the
+    CPU. "bf16" and "fp16" work on the CPU too (``torch.autocast("cpu", ...)``): fast only on CPUs
     with 16-bit units, but they let the tests check mixed precision without a GPU.
     """
-    if amp not in AMP_MODES:
-        raise ConfigError(f"unknown amp mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
-    if amp == "auto":
-        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "none"
+    amp = resolve_amp(device, amp)
     if amp == "none":
         return contextlib.nullcontext, False
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
