@@ -25,11 +25,13 @@ def unshuffle_with_mask_tokens(
 
     Returns:
         (N, L, D): position i holds the visible token of patch i, or the mask token if
-        patch i was removed.
+        patch i was removed. Its dtype is the wider of the two inputs' (``torch.cat`` promotes,
+        as in the official code): under autocast, 16-bit tokens and the float32 mask token
+        give float32.
     """
     n, kept, dim = x_visible.shape
     length = ids_restore.shape[1]
-    mask_tokens = mask_token.to(x_visible.dtype).expand(n, length - kept, dim)
+    mask_tokens = mask_token.expand(n, length - kept, dim)
     shuffled = torch.cat([x_visible, mask_tokens], dim=1)  # (N, L, D), shuffled order
     return torch.gather(shuffled, 1, repeat(ids_restore, "n l -> n l d", d=dim))
 

@@ -1,4 +1,4 @@
-"""Lessons 03-04 put together: the Masked Autoencoder, an asymmetric ViT encoder-decoder trained to fill in removed patches. an asymmetric ViT encoder-decoder trained to fill in removed patches.
+"""Lessons 03-04 put together: the Masked Autoencoder, an asymmetric ViT encoder-decoder trained to fill in removed patches.
 
     image ─ patchify ─ embed + pos ─ keep 25% ─ [cls] + visible ─ encoder ─┐
                                                                             │
@@ -11,6 +11,13 @@ order, and predicts the pixels of every patch. The loss counts the removed ones 
 
 Parameter names follow the official implementation exactly, so its released
 ``{'model': state_dict}`` files load with ``strict=True``.
+
+Under mixed precision (autocast), the matrix products run in 16 bits but the residual stream of
+both the encoder and the decoder stays in float32, as in the official code: there the fixed
+positional tables (float32) are added to the 16-bit projections, which promotes the sum, and
+every block adds its 16-bit output back onto that float32 stream. A bf16 residual stream would
+save a little memory traffic, but it rounds every block's sum to 8 significant bits; we keep the
+official choice (``tests/test_speed.py`` checks the dtypes).
 """
 
 from __future__ import annotations
@@ -193,7 +200,7 @@ class MaskedAutoencoder(nn.Module):
         if not self.mask_token_in_encoder:
             patches = unshuffle_with_mask_tokens(x[:, 1:], self.mask_token, ids_restore)
             x = torch.cat([x[:, :1], patches], dim=1)  # (N, 1 + L, D_dec)
-        x = x + self.decoder_pos_embed.to(x.dtype)
+        x = x + self.decoder_pos_embed  # float32 table: under autocast the residual stream stays float32, as officially
         x = self._run_blocks(self.decoder_blocks, x)
         x = self.decoder_norm(x)
         return self.decoder_pred(x)[:, 1:]  # drop the cls token
