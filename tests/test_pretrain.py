@@ -283,3 +283,53 @@ def test_a_run_folder_made_before_safetensors_keeps_working(tmp_path, capsys):
     assert load_model(out / "model.pth").config == ckpt["config"]["model"]
     pretrain(replace(cfg, resume="auto", epochs=2))
     assert (out / "model.safetensors").exists() and not (out / "model.pth").exists()
+
+
+class FakeGpus:
+    """torch.cuda's generator functions for a machine with ``count`` GPUs, recording what is set."""
+
+    def __init__(self, monkeypatch, count: int):
+        self.count, self.set = count, []
+
+        def check(device):
+            index = torch.device(device).index or 0
+            if index >= count:
+                raise RuntimeError(f"invalid device ordinal {index}")
+            return index
+
+        def all_states():
+            raise AssertionError("every visible GPU's generator was read: only this process's own is saved")
+
+        def set_all(states):
+            for i, state in enumerate(states):
+                self.set.append((check(torch.device("cuda", i)), state))
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.tensor([check(device)]))
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", all_states)
+        monkeypatch.setattr(
+            torch.cuda, "set_rng_state", lambda state, device="cuda": self.set.append((check(device), state))
+        )
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+
+
+def test_each_process_saves_and_restores_only_its_own_gpu_generator(monkeypatch):
+    """A checkpoint held every visible GPU's generator and restored them all: resumed on a machine with
+    fewer GPUs, that was a traceback. Now a process keeps the generator of its own device only."""
+    from mae_course.train.run import rng_state, set_rng_state
+
+    gpus = FakeGpus(monkeypatch, count=8)
+    state = rng_state(torch.device("cuda", 3))
+    assert state["cuda"].tolist() == [3] and torch.equal(state["torch"], torch.get_rng_state())
+    assert "cuda" not in rng_state(torch.device("cpu"))
+
+    one = FakeGpus(monkeypatch, count=1)  # the same checkpoint, resumed where there is one GPU
+    set_rng_state(state, torch.device("cuda", 0))
+    assert [(i, s.tolist()) for i, s in one.set] == [(0, [3])]
+    old = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([k]) for k in range(8)]}  # the earlier format
+    one.set.clear()
+    set_rng_state(old, torch.device("cuda", 0))
+    assert [(i, s.tolist()) for i, s in one.set] == [(0, [0])]
+    one.set.clear()
+    set_rng_state({"torch": torch.get_rng_state(), "cuda": old["cuda"][:1]}, torch.device("cuda", 2))
+    assert one.set == [] and gpus.set == []  # no saved state for that GPU: it keeps its seeded generator

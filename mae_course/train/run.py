@@ -153,18 +153,31 @@ def check_run_dir(output_dir: str, resume: str | None, overwrite: bool) -> tuple
     return out, resume_path
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's random generators (CPU, and every GPU), as tensors a checkpoint can hold."""
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's random generators, as tensors a checkpoint can hold: the CPU's, and the one of
+    its own GPU when it runs on one (not every visible GPU's: a machine with fewer GPUs must resume it)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved, onto this process's ``device``.
+
+    A checkpoint written before kept a list with the state of every visible GPU; the entry of this
+    device's index is used, or, when that GPU did not exist there, the GPU generator is left as seeded.
+    """
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or device.type != "cuda":
+        return
+    if isinstance(saved, list | tuple):
+        index = device.index or 0
+        if index >= len(saved):
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved, device)
 
 
 def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignored: set[str]) -> list[str]:
@@ -296,7 +309,7 @@ class Run:
 
     def _gather_rng(self) -> Any:
         """This process's RNG state, or every rank's (a list) in a multi-process run."""
-        state = rng_state()
+        state = rng_state(self.rt.device)
         if not self.rt.distributed:
             return state
         gathered: list[Any] = [None] * self.rt.world_size
@@ -357,7 +370,7 @@ class Run:
             return
         state = saved[self.rt.rank] if isinstance(saved, list) else saved
         try:
-            set_rng_state(state)
+            set_rng_state(state, self.rt.device)
         except (TypeError, RuntimeError, KeyError) as e:
             raise CheckpointError(
                 f"{path} is not a usable checkpoint: its random generator state is broken ({e})"
