@@ -5,8 +5,10 @@
 
 The solutions are the single source. In every code cell, the lines between
 ``# BEGIN SOLUTION`` and ``# END SOLUTION`` become a stub: the block's ``# hint:`` lines,
-then ``raise NotImplementedError``. The exercise versions carry no outputs and no execution
-counts: a learner starts from a clean notebook (and nbval simply runs every cell of them).
+then ``raise NotImplementedError("your code here")``: the marker, ``mae_course.checks.STUB_MARKER``,
+by which a check knows an exercise not written yet (any other NotImplementedError is a mistake).
+The exercise versions carry no outputs and no execution counts: a learner starts from a clean
+notebook (and nbval simply runs every cell of them).
 
 The first two cells of every lesson (tagged ``course-header``: the "Open in Colab" badge and
 the Colab-only install) are written from the one setting that names the course's home,
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import nbformat
 
+from mae_course.checks import STUB_MARKER
 from translations import HEADER_TAG, LANGUAGES, translated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +86,7 @@ def strip_solutions(source: str, where: str) -> str:
             if not block:
                 raise SystemExit(f"{where}: {END} without {BEGIN}")
             out += [f"{indent}# Hint:{h}" for h in hints]
-            out.append(f'{indent}raise NotImplementedError("your code here")')
+            out.append(f'{indent}raise NotImplementedError("{STUB_MARKER}")')
             block = False
         elif block:
             if stripped.lower().startswith(HINT):

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
+from torch import nn
 
 import mae_course as M
 from mae_course import checks as C
@@ -50,6 +51,12 @@ def patchify_channels_last_reshape(imgs, p):  # channels last, then the same pla
 def patchify_no_size_check(imgs, p):
     n, c, h, w = imgs.shape
     return rearrange(imgs[:, :, : h // p * p, : w // p * p], "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p)
+
+
+def patchify_checks_height_only(imgs, p):  # a W not divisible by p slips through to einops
+    if imgs.shape[2] % p:
+        raise ValueError("H is not divisible by the patch size")
+    return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p)
 
 
 def patchify_in_place(imgs, p):
@@ -269,14 +276,16 @@ def head_without_norm(dim, num_classes):
     return torch.nn.Sequential(linear)
 
 
-def head_with(norm=None, order="norm first", init=True):
+def head_with(norm=None, order="norm first", init_weight=True, zero_bias=True, bias=True, container=None):
     def fn(dim, num_classes):
-        linear = torch.nn.Linear(dim, num_classes)
-        if init:
+        linear = torch.nn.Linear(dim, num_classes, bias=bias)
+        if init_weight:
             torch.nn.init.trunc_normal_(linear.weight, std=0.01)
+        if zero_bias and bias:
             torch.nn.init.zeros_(linear.bias)
         layer = norm(dim) if norm else torch.nn.BatchNorm1d(dim, affine=False, eps=1e-6)
-        return torch.nn.Sequential(layer, linear) if order == "norm first" else torch.nn.Sequential(linear, layer)
+        layers = [layer, linear] if order == "norm first" else [linear, layer]
+        return container(layers) if container else nn.Sequential(*layers)
 
     return fn
 
@@ -319,6 +328,19 @@ def paste_bool_arithmetic(pred, target, mask):  # works for float masks only: 1 
     return pred * mask.unsqueeze(-1) + target * (~mask.bool()).unsqueeze(-1).float() * 0.5
 
 
+def paste_one_minus_mask(pred, target, mask):  # right for a float mask; for a bool one, torch refuses 1 - mask
+    m = mask.unsqueeze(-1)
+    return pred * m + target * (1 - m)
+
+
+def denorm_eps_on_std(pred, target, eps=1e-6):
+    return pred * (target.std(-1, keepdim=True) + eps) + target.mean(-1, keepdim=True)
+
+
+def denorm_no_eps(pred, target, eps=1e-6):
+    return pred * target.std(-1, keepdim=True) + target.mean(-1, keepdim=True)
+
+
 def denorm_biased(pred, target, eps=1e-6):
     return pred * (target.var(-1, keepdim=True, unbiased=False) + eps) ** 0.5 + target.mean(-1, keepdim=True)
 
@@ -346,8 +368,12 @@ def flops_as_multiply_adds(tokens, dim, mlp_ratio=4.0):
     return (4 + 2 * mlp_ratio) * tokens * dim * dim + 2 * tokens * tokens * dim
 
 
-def flops_qkv_as_one_matrix(tokens, dim, mlp_ratio=4.0):
+def flops_without_output_projection(tokens, dim, mlp_ratio=4.0):
     return (6 + 4 * mlp_ratio) * tokens * dim * dim + 4 * tokens * tokens * dim
+
+
+def flops_qkv_as_d_to_d(tokens, dim, mlp_ratio=4.0):  # q, k and v counted as one D -> D matrix
+    return (4 + 4 * mlp_ratio) * tokens * dim * dim + 4 * tokens * tokens * dim
 
 
 def flops_one_mlp_layer(tokens, dim, mlp_ratio=4.0):
@@ -399,8 +425,9 @@ def decoder_with(table="decoder", keep_cls=True, drop_cls=True, final_norm=True)
 # ---------------------------------------------------------------------------- iou_per_class
 
 
-def iou_with(denominator, absent=float("nan"), as_int=False):
-    """The IoU per class with one classic mistake in its denominator or its absent classes."""
+def iou_with(denominator, absent=float("nan"), as_int=False, nan_unless=None):
+    """The IoU per class with one classic mistake in its denominator or its absent classes;
+    ``nan_unless(truly, predicted)``: where the IoU is a number, NaN elsewhere."""
 
     def iou(confusion):
         c = confusion if as_int else confusion.double()
@@ -408,7 +435,8 @@ def iou_with(denominator, absent=float("nan"), as_int=False):
         union = denominator(tp, truly, predicted)
         if as_int:
             return tp // union.clamp(min=1)
-        return torch.where(union > 0, tp / union.clamp(min=1e-12), torch.full_like(union, absent))
+        measured = union > 0 if nan_unless is None else nan_unless(truly, predicted)
+        return torch.where(measured, tp / union.clamp(min=1e-12), torch.full_like(union, absent))
 
     return iou
 
@@ -434,7 +462,24 @@ def plan_rounds_down(target, per_gpu, gpus, blr):
     return target // (per_gpu * gpus), blr * target / 256  # never refuses an unreachable batch
 
 
-def share_with(seed_of=lambda seed, epoch, rank: seed + epoch, pad=True, strided=True, shuffle=True, global_rng=False):
+def plan_tests_per_gpu_only(target, per_gpu, gpus, blr):
+    if target % per_gpu:
+        raise ValueError("the per-GPU batch does not divide the target")
+    return target // (per_gpu * gpus), blr * target / 256
+
+
+def plan_tests_each_factor(target, per_gpu, gpus, blr):
+    if target % per_gpu or target % gpus:
+        raise ValueError("the per-GPU batch or the GPUs do not divide the target")
+    return target // (per_gpu * gpus), blr * target / 256
+
+
+def plan_lr_from_one_step(target, per_gpu, gpus, blr):
+    return target // (per_gpu * gpus), blr * per_gpu * gpus / 256
+
+
+def share_with(seed_of=lambda seed, epoch, rank: seed + epoch, pad=True, strided=True, shuffle=True, global_rng=False,
+               pad_from_end=False):  # fmt: skip
     """rank_indices with one classic mistake."""
 
     def share(size, rank, world, epoch, seed=0):
@@ -446,6 +491,8 @@ def share_with(seed_of=lambda seed, epoch, rank: seed + epoch, pad=True, strided
         else:
             order = list(range(size))
         per = -(-size // world) if pad else size // world
+        if pad_from_end:  # pads with the last indices: only the ranks that get the padding differ
+            order = (order + order[::-1] * world)[: per * world]
         order = (order + order * world)[: per * world]
         return order[rank::world] if strided else order[rank * per : (rank + 1) * per]
 
@@ -466,6 +513,7 @@ MUTANTS = {
         (patchify_naive_reshape, r"a plain reshape cuts the image's memory .* not a patch"),
         (patchify_channels_last_reshape, r"a plain reshape"),
         (patchify_no_size_check, r"no error was raised; raise a ValueError"),
+        (patchify_checks_height_only, r"raised EinopsError on an 8x10 image .*; raise a ValueError"),
         (patchify_in_place, r"changed its input images in place"),
     ],
     "check_unpatchify": [
@@ -481,6 +529,7 @@ MUTANTS = {
         (masking_with(keep=lambda L, r: int(L * r)), r"fraction removed"),
         (masking_ignoring_the_noise, r"two different results for the same given noise: it draws its own"),
         (masking_with(keep=lambda L, r: int(L * (1 - r)) + 1), r"off-by-one"),
+        (masking_with(keep=lambda L, r: round(L * (1 - r))), r"kept 4 tokens, expected 3: an off-by-one"),
         (masking_with(return_shuffle=True), r"returned ids_shuffle"),
         (masking_with(sort_kept=True), r"sorted by position"),
         (masking_with(shared_noise=True), r"all samples got the same mask"),
@@ -529,7 +578,9 @@ MUTANTS = {
         (head_with(norm=torch.nn.LayerNorm), r"uses LayerNorm"),
         (head_with(order="linear first"), r"before the linear layer"),
         (head_with(norm=lambda d: torch.nn.BatchNorm1d(d, affine=False)), r"eps=1e-6"),
-        (head_with(init=False), r"bias at zero|std 0.01"),
+        (head_with(init_weight=False, zero_bias=False), r"start the linear layer's bias at zero"),
+        (head_with(init_weight=False), r"initialise the linear weights with std 0.01"),
+        (head_with(bias=False), r"the linear layer has no bias"),
     ],
     "check_layer_decay_groups": [
         (groups_with(exponent_shift=1), r"head \(and the final norm\) must keep the full lr"),
@@ -548,18 +599,24 @@ MUTANTS = {
         (denorm_no_mean, r"forgets to add the patch's mean"),
         (denorm_own_stats, r"statistics of the prediction"),
         (denorm_normalizes, r"normalizes again"),
+        (denorm_eps_on_std, r"adds eps to the standard deviation"),
+        (denorm_no_eps, r"leaves out eps"),
     ],
     "check_block_flops": [
         (flops_without_attention, r"attention products are missing"),
         (flops_as_multiply_adds, r"a multiply-add is 2 FLOPs"),
-        (flops_qkv_as_one_matrix, r"maps D to 3D"),
+        (flops_without_output_projection, r"the output projection \(D -> D\) is missing"),
+        (flops_qkv_as_d_to_d, r"the qkv projection maps D to 3D"),
         (flops_one_mlp_layer, r"MLP has two layers"),
     ],
     "check_batch_plan": [
         (plan_forgets_gpus, r"forgets the GPUs"),
         (plan_lr_from_one_gpu, r"one GPU's batch"),
         (plan_without_256, r"division by 256"),
-        (plan_rounds_down, r"raise ValueError"),
+        (plan_rounds_down, r"96 images x 8 GPUs = 768 per step cannot make exactly 4096.*raise ValueError"),
+        (plan_tests_per_gpu_only, r"64 divides 4096 but 64 x 3 GPUs = 192 does not.*effective batch of 4032"),
+        (plan_tests_each_factor, r"128 and 64 each divide 4096, but 128 x 64 GPUs = 8192 does not"),
+        (plan_lr_from_one_step, r"scales blr by one step's batch"),
     ],
     "check_forward_encoder": [
         (encoder_with(positions_after_masking=True), r"adds the positions after masking"),
@@ -580,6 +637,14 @@ MUTANTS = {
         (iou_with(lambda tp, t, p: t + p), r"counts the pixels both call c twice"),
         (iou_with(lambda tp, t, p: t + p - tp, absent=0.0), r"class 3 is neither present nor predicted.*must be NaN"),
         (iou_with(lambda tp, t, p: t + p - tp, as_int=True), r"integer division"),
+        (
+            iou_with(lambda tp, t, p: t + p - tp, nan_unless=lambda t, p: t > 0),
+            r"class 1 gets IoU NaN; a class predicted but never true has IoU 0",
+        ),
+        (
+            iou_with(lambda tp, t, p: t + p - tp, nan_unless=lambda t, p: p > 0),
+            r"class 2 gets IoU NaN; a class true but never predicted has IoU 0",
+        ),
     ],
     "check_rank_indices": [
         (
@@ -592,6 +657,10 @@ MUTANTS = {
         (share_with(pad=False), r"image\(s\) are in no share: pad"),
         (share_unpadded, r"the shares have 3 to 4 indices; every rank needs the same number"),
         (share_with(global_rng=True), r"changed torch's global random state"),
+        (
+            share_with(pad_from_end=True),
+            r"on size 10, .*rank 1's indices from position 3: expected \[\d+\], got \[\d+\]",
+        ),
     ],
     "check_train_epoch": [
         (epoch_with(set_each_step=False), r"the lr is set once, not at every step"),
@@ -647,11 +716,58 @@ def test_reference_passes_with_one_line(check_name, capsys):
 @pytest.mark.parametrize("check_name", sorted(MUTANTS))
 def test_stub_is_reported_not_implemented(check_name, capsys):
     def stub(*args, **kwargs):
-        raise NotImplementedError("write this")
+        raise NotImplementedError(C.STUB_MARKER)  # what scripts/make_exercises.py writes into every exercise
 
     getattr(C, check_name)(stub)  # must not raise
     out = capsys.readouterr().out
     assert "not implemented yet" in out and out.count("\n") == 1
+
+
+@pytest.mark.parametrize("check_name", sorted(MUTANTS))
+def test_any_other_not_implemented_error_is_a_failure(check_name, capsys):
+    def half_written(*args, **kwargs):
+        raise NotImplementedError("only float masks so far")
+
+    with pytest.raises(
+        C.CheckFailed, match=r"raised NotImplementedError on .*\(line \d+ of half_written\): only float"
+    ):
+        getattr(C, check_name)(half_written)
+    assert capsys.readouterr().out == ""
+
+
+def head_as_module_list(dim, num_classes):  # holds the right layers, but an nn.ModuleList cannot be called
+    return head_with(container=nn.ModuleList)(dim, num_classes)
+
+
+@pytest.mark.parametrize(
+    "check_name, learner, message",
+    [
+        (
+            "check_paste_visible",
+            paste_one_minus_mask,
+            r"paste_visible raised NotImplementedError on patches of shape \(2, 16, 12\) and a torch.bool mask, in "
+            r"`return pred \* m \+ target \* \(1 - m\)` \(line \d+ of paste_one_minus_mask\): Subtraction, the "
+            r"`-` operator, with a bool tensor is not supported",
+        ),
+        (
+            "check_probe_head",
+            head_as_module_list,
+            r"probe_head raised NotImplementedError on the head called on features of shape \(32, 64\), in "
+            r"torch/nn/modules/module.py, line \d+: Module \[ModuleList\] is missing the required \"forward\" function",
+        ),
+    ],
+)
+def test_pytorch_not_implemented_error_is_the_learners_mistake_not_a_stub(check_name, learner, message, capsys):
+    with pytest.raises(C.CheckFailed, match=message):
+        getattr(C, check_name)(learner)
+    assert "not implemented yet" not in capsys.readouterr().out
+
+
+def test_a_crash_inside_the_check_is_a_failure_with_its_line():
+    with pytest.raises(
+        C.CheckFailed, match=r"layer_decay_groups: TypeError while checking it, in .*protocols.py, line"
+    ):
+        C.check_layer_decay_groups(lambda model, weight_decay, layer_decay: [{"params": 5}])
 
 
 @pytest.mark.parametrize(
@@ -672,7 +788,11 @@ def test_crash_in_learner_code_names_the_case():
     def broken(imgs, p):
         return imgs.view(-1, 7, 7)
 
-    with pytest.raises(C.CheckFailed, match=r"patchify raised RuntimeError on images of shape \(2, 3, 8, 8\)"):
+    with pytest.raises(
+        C.CheckFailed,
+        match=r"patchify raised RuntimeError on images of shape \(2, 3, 8, 8\) with patch_size=4, in "
+        r"`return imgs.view\(-1, 7, 7\)` \(line \d+ of broken\): shape '\[-1, 7, 7\]' is invalid",
+    ):
         C.check_patchify(broken)
 
 

@@ -58,7 +58,7 @@ def test_exercises_are_generated_from_the_solutions():
 def test_the_generator_strips_solutions_and_keeps_hints():
     source = "def f(x):\n    y = 1\n    # BEGIN SOLUTION\n    # hint: add one\n    return x + y\n    # END SOLUTION\n"
     assert make_exercises.strip_solutions(source, "test") == (
-        'def f(x):\n    y = 1\n    # Hint: add one\n    raise NotImplementedError("your code here")'
+        f'def f(x):\n    y = 1\n    # Hint: add one\n    raise NotImplementedError("{checks.STUB_MARKER}")'
     )
     with pytest.raises(SystemExit, match="without"):
         make_exercises.strip_solutions("# BEGIN SOLUTION\nx = 1\n", "test")

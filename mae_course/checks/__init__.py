@@ -5,7 +5,9 @@ reference implementation:
 
 * correct: it prints one line starting with ✓;
 * wrong: it raises :class:`CheckFailed` with what is wrong and, where it can, how to see it;
-* not written yet (the stub still raises ``NotImplementedError``): it says so and returns.
+* not written yet (the stub still raises its ``NotImplementedError(STUB_MARKER)``): it says so and returns;
+  any other error, a NotImplementedError from PyTorch included, is a mistake: it fails with the error's
+  message and the line it came from.
 
 ``checks/<name>.py`` checks the exercises whose reference lives in the module of the same name:
 ``checks/patches.py`` against :mod:`mae_course.model.patches`, ``checks/mae.py`` against
@@ -14,7 +16,7 @@ reference implementation:
 and so on. A check imports reference functions only, never a job.
 """
 
-from ._core import CheckFailed, not_implemented_message
+from ._core import STUB_MARKER, CheckFailed, not_implemented_message
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
 from .encoder import check_attention, check_sincos_pos_embed
 from .flops import check_block_flops
@@ -28,6 +30,7 @@ from .scaling import check_batch_plan, check_rank_indices
 from .segment import check_iou_per_class
 
 __all__ = [
+    "STUB_MARKER",
     "CheckFailed",
     "check_attention",
     "check_batch_plan",

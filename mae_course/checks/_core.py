@@ -1,13 +1,25 @@
 """How a check runs and speaks: one line for success, a specific message for a mistake,
-and a plain "not implemented" for an exercise that has not been written yet."""
+and a plain "not implemented" for an exercise that has not been written yet.
+
+"Not written yet" is the stub's own marker, ``NotImplementedError(STUB_MARKER)``, and nothing else:
+PyTorch raises NotImplementedError for ordinary mistakes too (``1 - mask`` on a bool mask, calling an
+``nn.ModuleList``), and those are failures, with what was raised and the line it came from.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
+import site
+import sysconfig
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+
+STUB_MARKER = "your code here"  # every exercise stub raises NotImplementedError(STUB_MARKER): scripts/make_exercises.py
 
 
 class CheckFailed(AssertionError):
@@ -19,12 +31,68 @@ class CheckFailed(AssertionError):
         return [f"\x1b[31m✗ {self}\x1b[0m"]
 
 
+def is_stub(error: BaseException) -> bool:
+    """Whether ``error`` is an unwritten exercise's marker (not any NotImplementedError)."""
+    return isinstance(error, NotImplementedError) and error.args == (STUB_MARKER,)
+
+
 def not_implemented_message(name: str) -> str:
-    """What a check prints for an exercise that still raises NotImplementedError."""
+    """What a check prints for an exercise that still raises the stub's NotImplementedError."""
     return (
         f"… {name}: not implemented yet. Write it in the cell above, run that cell, then run this check again. "
         "(The lesson goes on with the reference implementation.)"
     )
+
+
+def _library_roots() -> list[tuple[str, str]]:
+    """(folder, how its files are shown) for code that is not the learner's: this package, the
+    standard library, installed packages. Longest first, so that site-packages wins over the
+    standard library folder that holds it."""
+    paths = sysconfig.get_paths()
+    installed = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    installed |= set(getattr(site, "getsitepackages", list)()) | {site.getusersitepackages()}
+    roots = [(os.path.realpath(folder), "") for folder in installed]
+    roots.append((os.path.realpath(Path(__file__).parents[1]), "mae_course/"))
+    return sorted(((folder + os.sep, shown) for folder, shown in roots), key=lambda root: -len(root[0]))
+
+
+_LIBRARIES = _library_roots()
+
+
+def _library_path(filename: str) -> str | None:
+    """A library file's path from its library ('torch/nn/modules/module.py'); None for the learner's code."""
+    if filename.startswith("<frozen"):
+        return filename
+    path = os.path.realpath(filename)
+    for folder, shown in _LIBRARIES:
+        if path.startswith(folder):
+            return shown + path[len(folder) :]
+    return None
+
+
+def origin(error: BaseException) -> str:
+    """Where ``error`` came from: the last line of the learner's own code it went through, else the
+    line that raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [frame for frame in frames if _library_path(frame.filename) is None]
+    if own:
+        frame = own[-1]
+        at = f"line {frame.lineno} of {frame.name}"
+        return f"in `{frame.line}` ({at})" if frame.line else f"at {at}"
+    if frames:
+        return f"in {_library_path(frames[-1].filename)}, line {frames[-1].lineno}"
+    return "somewhere"
+
+
+def _said(error: BaseException) -> str:
+    text = " ".join(str(error).split())  # one line, however the library wrapped its message
+    return f": {text}" if text else ""
+
+
+def crash_message(name: str, error: BaseException, case: str = "") -> str:
+    """What a check says when the learner's function raised ``error``: its type, its message and its line."""
+    where = f" on {case}" if case else ""
+    return f"{name} raised {type(error).__name__}{where}, {origin(error)}{_said(error)}"
 
 
 def exercise(name: str, what: str) -> Callable:
@@ -41,7 +109,13 @@ def exercise(name: str, what: str) -> Callable:
                 raise CheckFailed(f"{name}: expected a function, got {type(fn).__name__}")
             try:
                 body(fn)
-            except NotImplementedError:
+            except CheckFailed:
+                raise
+            except Exception as error:
+                if not is_stub(error):  # not through call(): something the learner returned broke the check
+                    raise CheckFailed(
+                        f"{name}: {type(error).__name__} while checking it, {origin(error)}{_said(error)}"
+                    ) from None
                 print(not_implemented_message(name))
                 return
             print(f"✓ {name} is correct ({what}).")
@@ -54,17 +128,29 @@ def exercise(name: str, what: str) -> Callable:
 
 
 def call(name: str, fn: Callable, *args: Any, case: str = "", **kwargs: Any) -> Any:
-    """Call the learner's function; any error other than NotImplementedError becomes a
-    CheckFailed that names the case it happened in."""
+    """Call the learner's function; any error but the stub's marker becomes a CheckFailed that
+    names the case it happened in, the error's message and the line it came from."""
     try:
         return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise
     except CheckFailed:
         raise
-    except Exception as e:  # the learner's code crashed: say where, and what it said
-        where = f" on {case}" if case else ""
-        raise CheckFailed(f"{name} raised {type(e).__name__}{where}: {e}") from None
+    except Exception as error:
+        if is_stub(error):
+            raise
+        raise CheckFailed(crash_message(name, error, case)) from None
+
+
+def refused(name: str, fn: Callable, *args: Any, case: str, instead: str) -> tuple[bool, Any]:
+    """Call the learner's function on an input it must refuse: (True, None) if it raised ValueError,
+    (False, what it returned) if it returned. Any other error fails, saying ``instead`` (what to raise)."""
+    try:
+        return False, fn(*args)
+    except ValueError:
+        return True, None
+    except Exception as error:
+        if is_stub(error):
+            raise
+        raise CheckFailed(f"{crash_message(name, error, case)}; {instead}") from None
 
 
 def expect_tensor(name: str, value: Any, what: str = "a tensor") -> torch.Tensor:

@@ -23,7 +23,8 @@ def check_block_flops(fn) -> None:
         for wrong, problem in [
             (linear, "the attention products are missing: q k^T and (weights) v cost 2 T^2 D each"),
             (linear / 2 + attention / 2, "counts multiply-adds; a multiply-add is 2 FLOPs"),
-            ((6 + 4 * r) * t * d * d + attention, "the qkv projection maps D to 3D: 6 T D^2, not 2 T D^2"),
+            ((6 + 4 * r) * t * d * d + attention, "the output projection (D -> D) is missing: it adds 2 T D^2"),
+            ((4 + 4 * r) * t * d * d + attention, "the qkv projection maps D to 3D: 6 T D^2, not 2 T D^2"),
             ((8 + 2 * r) * t * d * d + attention, "the MLP has two layers (D -> rD -> D): 4 r T D^2"),
             (
                 linear + 2 * t * t * d,

@@ -98,6 +98,7 @@ def check_random_masking(fn) -> None:
     _check_against_reference(fn, n=4, length=10, dim=2, ratio=0.5, seed=2)
     _check_against_reference(fn, n=2, length=64, dim=2, ratio=0.9, seed=3)  # int(6.4) = 6 kept
     _check_against_reference(fn, n=1, length=9, dim=2, ratio=0.0, seed=4)  # nothing removed
+    _check_against_reference(fn, n=2, length=14, dim=2, ratio=0.75, seed=5)  # 3.5: int() keeps 3, round() 4
 
     # Determinism: the same noise gives the same result.
     x, noise = torch.randn(2, 16, 3), torch.rand(2, 16)

@@ -46,10 +46,16 @@ def check_probe_head(fn) -> None:
         )
     if norm.eps != 1e-6:
         raise CheckFailed(f"{_HEAD}: the official probe uses eps=1e-6 in the BatchNorm, got {norm.eps}")
-    if linear.bias is None or linear.bias.abs().max() > 0:
+    if linear.bias is None:
+        raise CheckFailed(
+            f"{_HEAD}: the linear layer has no bias; the probe's nn.Linear keeps its bias (the default bias=True), "
+            "started at zero (nn.init.zeros_)"
+        )
+    if linear.bias.abs().max() > 0:
         raise CheckFailed(f"{_HEAD}: start the linear layer's bias at zero (nn.init.zeros_)")
-    big = call(_HEAD, fn, 1024, 100, case="dim=1024, num_classes=100")
-    std = _modules(big)[-1].weight.std().item() if isinstance(_modules(big)[-1], nn.Linear) else None
+    big_head = call(_HEAD, fn, 1024, 100, case="dim=1024, num_classes=100")
+    big = [m for m in _modules(big_head) if isinstance(m, nn.Linear)]
+    std = big[0].weight.std().item() if len(big) == 1 else None
     if std is None or not 0.005 < std < 0.015:
         raise CheckFailed(
             f"{_HEAD}: initialise the linear weights with std 0.01 (nn.init.trunc_normal_(w, std=0.01)), got std {std}"
@@ -58,8 +64,8 @@ def check_probe_head(fn) -> None:
     torch.manual_seed(0)
     features = torch.randn(32, 64)
     head.train()
-    a = head(features)
-    b = head(features * 5 + 3)
+    a = call(_HEAD, head, features, case="the head called on features of shape (32, 64)")
+    b = call(_HEAD, head, features * 5 + 3, case="the head called on features of shape (32, 64)")
     if a.shape != (32, 7) or not torch.allclose(a, b, atol=1e-3):
         raise CheckFailed(
             f"{_HEAD}: in training mode, rescaled features should give the same logits (the BatchNorm standardises them)"

@@ -18,8 +18,8 @@ def check_paste_visible(fn) -> None:
         pred, target = torch.randn(n, length, size, generator=g), torch.randn(n, length, size, generator=g)
         mask = (torch.rand(n, length, generator=g) < 0.75).float()
         mask[:, 0], mask[:, 1] = 1.0, 0.0
-        case = f"patches of shape {(n, length, size)}"
         for kind in (mask, mask.bool()):
+            case = f"patches of shape {(n, length, size)} and a {kind.dtype} mask"
             out = expect_tensor(_PASTE, call(_PASTE, fn, pred.clone(), target.clone(), kind.clone(), case=case))
             expect_shape(_PASTE, out, (n, length, size), "the result has one patch per token, like pred")
             if same(out, ref_paste(pred, target, mask)):
@@ -32,45 +32,75 @@ def check_paste_visible(fn) -> None:
                 raise CheckFailed(f"{_PASTE} returned the prediction everywhere; keep the original where mask == 0")
             if same(out, target):
                 raise CheckFailed(f"{_PASTE} returned the original everywhere; use the prediction where mask == 1")
-            raise CheckFailed(
-                f"{_PASTE}: wrong patches for {case} (mask as {kind.dtype}); broadcast the (N, L) mask over the last axis"
-            )
+            raise CheckFailed(f"{_PASTE}: wrong patches for {case}; broadcast the (N, L) mask over the last axis")
 
 
 _DENORM = "denormalize_patches"
 
 
-@exercise(_DENORM, "each target patch's mean and sqrt(unbiased var + eps), the inverse of norm_pix_target")
+def _denorm_mistakes(pred: torch.Tensor, target: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    """The usual wrong inverses, each with what to tell the learner. The last two agree with the right
+    one to 1e-6 on patches of variance ~1: only nearly flat patches tell them apart."""
+    mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+    return [
+        (
+            pred * (target.var(-1, keepdim=True, unbiased=False) + 1e-6) ** 0.5 + mean,
+            "uses the biased variance; norm_pix_target used the unbiased one",
+        ),
+        (pred * (var + 1e-6) ** 0.5, "forgets to add the patch's mean back"),
+        (
+            (pred - mean) / (var + 1e-6) ** 0.5,
+            "normalizes again; this is the inverse: multiply by sqrt(var + eps), then add the mean",
+        ),
+        (
+            pred * (pred.var(-1, keepdim=True) + 1e-6) ** 0.5 + pred.mean(-1, keepdim=True),
+            "takes the statistics of the prediction; take them from the target patch",
+        ),
+        ((pred + mean) * (var + 1e-6) ** 0.5, "adds the mean before scaling; scale first, then add the mean"),
+        (
+            pred * (var**0.5 + 1e-6) + mean,
+            "adds eps to the standard deviation; add it to the variance, as norm_pix_target did: sqrt(var + eps). "
+            "On a flat patch (std 0) they differ a thousandfold: 1e-6 against sqrt(1e-6) = 1e-3",
+        ),
+        (
+            pred * var**0.5 + mean,
+            "leaves out eps: multiply by sqrt(var + eps), the scale norm_pix_target divided by; "
+            "on a flat patch (std 0) that is sqrt(1e-6) = 1e-3, not 0",
+        ),
+    ]
+
+
+def _nearly_flat(g: torch.Generator) -> torch.Tensor:
+    """Patches near 0, so that a tolerance relative to the values tells a scale of 1e-6 from 0 (an
+    absolute one of 1e-4 would not): a constant one (std 0), two with a std of 1e-4, an ordinary one."""
+    target = torch.rand(1, 4, 12, generator=g) * 4 - 1
+    target[0, 0] = 0.0
+    target[0, 1:3] = 1e-4 * torch.randn(2, 12, generator=g)
+    return target
+
+
+@exercise(
+    _DENORM,
+    "each target patch's mean and sqrt(unbiased var + eps), nearly flat patches too, the inverse of norm_pix_target",
+)
 def check_denormalize_patches(fn) -> None:
     from ..model.decoder import norm_pix_target
 
     g = torch.Generator().manual_seed(0)
-    for n, length, size in [(2, 8, 12), (1, 16, 48)]:
-        target = torch.rand(n, length, size, generator=g) * 4 - 1
-        pred = torch.randn(n, length, size, generator=g)
-        case = f"patches of shape {(n, length, size)}"
+    cases = [  # (target, tolerance, what is special about it)
+        (torch.rand(2, 8, 12, generator=g) * 4 - 1, {"atol": 1e-4}, ""),
+        (torch.rand(1, 16, 48, generator=g) * 4 - 1, {"atol": 1e-4}, ""),
+        (_nearly_flat(g), {"atol": 1e-9, "rtol": 1e-3}, ", some nearly flat (std 1e-4 or 0)"),
+    ]
+    for target, tolerance, special in cases:
+        pred = torch.randn(target.shape, generator=g)
+        case = f"patches of shape {tuple(target.shape)}{special}"
         out = expect_tensor(_DENORM, call(_DENORM, fn, pred.clone(), target.clone(), case=case))
-        expect_shape(_DENORM, out, (n, length, size), "one patch per token, like pred")
-        if same(out, ref_denormalize(pred, target), atol=1e-4):
+        expect_shape(_DENORM, out, tuple(target.shape), "one patch per token, like pred")
+        if same(out, ref_denormalize(pred, target), **tolerance):
             continue
-        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-        for wrong, problem in [
-            (
-                pred * (target.var(-1, keepdim=True, unbiased=False) + 1e-6) ** 0.5 + mean,
-                "uses the biased variance; norm_pix_target used the unbiased one",
-            ),
-            (pred * (var + 1e-6) ** 0.5, "forgets to add the patch's mean back"),
-            (
-                (pred - mean) / (var + 1e-6) ** 0.5,
-                "normalizes again; this is the inverse: multiply by sqrt(var + eps), then add the mean",
-            ),
-            (
-                pred * (pred.var(-1, keepdim=True) + 1e-6) ** 0.5 + pred.mean(-1, keepdim=True),
-                "takes the statistics of the prediction; take them from the target patch",
-            ),
-            ((pred + mean) * (var + 1e-6) ** 0.5, "adds the mean before scaling; scale first, then add the mean"),
-        ]:
-            if same(out, wrong, atol=1e-4):
+        for wrong, problem in _denorm_mistakes(pred, target):
+            if same(out, wrong, **tolerance):
                 raise CheckFailed(f"{_DENORM} {problem}")
         raise CheckFailed(
             f"{_DENORM}: wrong values for {case}; compute pred * sqrt(var + 1e-6) + mean, per target patch"

@@ -9,7 +9,7 @@ import torch
 from ..experiments.scaling import batch_plan as ref_batch_plan
 from ..experiments.scaling import padded
 from ..experiments.scaling import rank_indices as ref_rank_indices
-from ._core import CheckFailed, call, exercise
+from ._core import CheckFailed, call, exercise, refused
 
 _PLAN = "batch_plan"
 _SHARE = "rank_indices"
@@ -17,6 +17,13 @@ _SHARE = "rank_indices"
 
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6)
+
+
+_UNREACHABLE = [  # (target, per GPU, GPUs) that no accumulation reaches exactly
+    (4096, 96, 8),  # neither 96 nor 768 divides 4096
+    (4096, 64, 3),  # 64 divides 4096, 192 does not: a test of the per-GPU batch alone passes it
+    (4096, 128, 64),  # 128 and 64 each divide 4096, 8192 per step does not
+]
 
 
 @exercise(_PLAN, "accumulation steps that reach the target batch exactly, the lr scaled by the effective batch")
@@ -43,6 +50,8 @@ def check_batch_plan(fn) -> None:
         if not _close(lr, want.lr):
             if _close(lr, blr * per_gpu / 256):
                 problem = "scales blr by one GPU's batch; the rule uses the effective batch (all GPUs, all accumulation steps)"
+            elif _close(lr, blr * per_gpu * gpus / 256):
+                problem = "scales blr by one step's batch (per GPU x GPUs); the effective batch counts the accumulation steps too"
             elif _close(lr, blr * target):
                 problem = "forgets the division by 256: lr = blr x batch / 256"
             elif _close(lr, blr):
@@ -50,19 +59,25 @@ def check_batch_plan(fn) -> None:
             else:
                 problem = f"expected lr {want.lr:.4g}, got {lr:.4g}"
             raise CheckFailed(f"{_PLAN}: on {case}, {problem}")
-    try:
-        got = fn(4096, 96, 8, 1.5e-4)
-    except ValueError:
-        return
-    except NotImplementedError:
-        raise
-    except Exception as e:  # noqa: BLE001
+    for target, per_gpu, gpus in _UNREACHABLE:
+        per_step = per_gpu * gpus
+        case = f"target {target}, {per_gpu} per GPU, {gpus} GPUs"
+        raised, got = refused(_PLAN, fn, target, per_gpu, gpus, 1.5e-4, case=case,
+                              instead=f"{per_step} images per step cannot reach {target} exactly: raise ValueError")  # fmt: skip
+        if raised:
+            continue
+        if target % per_gpu == 0 and target % gpus == 0:
+            why = f"{per_gpu} and {gpus} each divide {target}, but {per_gpu} x {gpus} GPUs = {per_step} does not"
+        elif target % per_gpu == 0:
+            why = f"{per_gpu} divides {target} but {per_gpu} x {gpus} GPUs = {per_step} does not"
+        else:
+            why = f"{per_gpu} images x {gpus} GPUs = {per_step} per step cannot make exactly {target}"
+        accum = got[0] if isinstance(got, tuple | list) and got and isinstance(got[0], int) else None
+        runs = f", an effective batch of {accum * per_step}" if accum is not None and accum * per_step != target else ""
         raise CheckFailed(
-            f"{_PLAN}: 96 x 8 cannot reach 4096 exactly; raise ValueError, not {type(e).__name__}"
-        ) from None
-    raise CheckFailed(
-        f"{_PLAN}: 96 images x 8 GPUs cannot make exactly 4096 (4096 / 768 is not whole); raise ValueError instead of returning {got!r}, or the recipe silently changes"
-    )
+            f"{_PLAN}: {why} ({target} / {per_step} is not whole): test per_gpu_batch x gpus, the images of one step, "
+            f"and raise ValueError instead of returning {got!r}{runs}, or the recipe silently changes"
+        )
 
 
 @exercise(
@@ -111,8 +126,14 @@ def check_rank_indices(fn) -> None:
             )
         elif shares == [padded(list(range(size)), world)[rank::world] for rank in range(world)]:
             problem = "does not shuffle: draw torch.randperm(size, generator=...) first"
-        else:
-            problem = f"expected rank 0's indices {want[0][:8]}{'...' if per > 8 else ''}, got {shares[0][:8]}"
+        else:  # show the first rank, and the first place in its share, that differ
+            rank = next(r for r in range(world) if shares[r] != want[r])
+            i = next(i for i, (a, b) in enumerate(zip(shares[rank], want[rank], strict=True)) if a != b)
+            more = "..." if i + 8 < per else ""
+            problem = (
+                f"rank {rank}'s indices from position {i}: expected {want[rank][i : i + 8]}{more}, "
+                f"got {shares[rank][i : i + 8]}{more}"
+            )
         raise CheckFailed(f"{_SHARE}: on {case}, {problem}")
 
 

@@ -21,8 +21,10 @@ def _confusions() -> list[tuple[str, torch.Tensor]]:
     absent[3, :] = 0  # class 3 never occurs...
     absent[:, 3] = 0  # ...and is never predicted
     never_predicted = torch.tensor([[50, 10, 0], [5, 40, 0], [7, 3, 0]])  # class 2 occurs, never predicted
+    never_true = torch.tensor([[50, 6, 2, 1], [0, 0, 0, 0], [4, 9, 30, 0], [3, 0, 5, 20]])  # class 1 is only predicted
     return [("a 4-class matrix", dense), ("a 3-class matrix where class 2 is never predicted", never_predicted),
-            ("a 5-class matrix where class 3 is absent and never predicted", absent)]  # fmt: skip
+            ("a 5-class matrix where class 3 is absent and never predicted", absent),
+            ("a 4-class matrix where class 1 is predicted but never true", never_true)]  # fmt: skip
 
 
 def _wrong_answers(confusion: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
@@ -75,13 +77,26 @@ def check_iou_per_class(fn) -> None:
         for wrong, problem in _wrong_answers(confusion):
             if torch.allclose(got.double()[present], wrong[present], rtol=1e-6):
                 raise CheckFailed(f"{_IOU}: {problem}")
-        if torch.allclose(got.double()[present], want[present], rtol=1e-6):
-            absent = [i for i in range(classes) if not present[i]]
-            value = got[absent[0]].item()
+        first = next(c for c in range(classes) if not _same(got[c : c + 1], want[c : c + 1]))
+        value = got[first].item()
+        shown = "NaN" if math.isnan(value) else f"{value:.3g}"
+        if not present[first]:
             raise CheckFailed(
-                f"{_IOU}: on {case}, class {absent[0]} is neither present nor predicted, and its IoU is "
-                f"{'NaN' if math.isnan(value) else value}; with nothing to measure it must be NaN, so that the "
-                "mean IoU leaves it out (a 0 would pull the mean down, a 1 would lift it)"
+                f"{_IOU}: on {case}, class {first} is neither present nor predicted, and its IoU is {shown}; with "
+                "nothing to measure it must be NaN, so that the mean IoU leaves it out (a 0 would pull the mean "
+                "down, a 1 would lift it)"
+            )
+        truly, predicted = int(confusion[first].sum()), int(confusion[:, first].sum())
+        if truly == 0 or predicted == 0:  # on one side only: nothing in common, so the IoU is 0
+            side, union = (
+                ("predicted but never true", f"the {predicted} pixels wrongly predicted as it (false positives)")
+                if truly == 0
+                else ("true but never predicted", f"its {truly} pixels, all missed")
+            )
+            nan = " A NaN would leave them out of the mean IoU; NaN is only for a class neither present nor predicted"
+            raise CheckFailed(
+                f"{_IOU}: on {case}, class {first} gets IoU {shown}; a class {side} has IoU 0: its union holds "
+                f"{union}, its intersection nothing.{nan if math.isnan(value) else ''}"
             )
         raise CheckFailed(
             f"{_IOU}: wrong IoU on {case}: expected {[round(v, 3) for v in want.tolist()]}, got "
