@@ -300,8 +300,8 @@ class DataOptions:
     image_size: int = option(32, "input side in pixels; a multiple of the patch size", group="data")
     subset: int | None = option(None, "use only the first N training images", group="data")
     num_workers: int | None = option(
-        None, "DataLoader workers (default: 0 for built-in data, else one per spare core, at most 8; "
-        "never more than the cores)", group="data")  # fmt: skip
+        None, "DataLoader workers per process (default: 0 for built-in data, else one per spare core of this "
+        "process's share of the cores, at most 8; never more than that share)", group="data")  # fmt: skip
 
     def validate_data(self) -> None:
         need(self.image_size > 0, f"image size must be positive, got {self.image_size}")

@@ -37,7 +37,10 @@ if [ -f "$OUT/checkpoint-last.pth" ]; then
     resume=(--resume)
 fi
 
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+# 8 processes share a node's 64 cores: each process gets 8, and loads with 7 DataLoader workers by
+# default (its cores minus itself; --num-workers is capped at its 8). Its own threads: 1 each, as
+# torchrun sets it, since the GPUs compute and the workers decode.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 srun torchrun \
     --nnodes "$SLURM_NNODES" \
@@ -56,7 +59,6 @@ srun torchrun \
     --weight-decay 0.05 \
     --epochs 800 \
     --warmup-epochs 40 \
-    --num-workers 10 \
     --data-pipeline auto \
     --compile \
     --output-dir "$OUT" \

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 SMALL = (
     '{"embed_dim": 64, "depth": 2, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}'
@@ -138,3 +139,74 @@ def test_the_slurm_example_uses_real_flags():
     assert flags and flags <= known, flags - known
     for torchrun_flag in ("--nnodes", "--nproc_per_node", "--rdzv_id", "--rdzv_backend c10d", "--rdzv_endpoint"):
         assert torchrun_flag in text
+
+
+def test_the_slurm_example_does_not_oversubscribe_the_cores(monkeypatch):
+    """It asked for 8 processes x 10 workers on 64 cores. The processes, their workers and their threads now fit."""
+    import re
+
+    from mae_course.data import datasets
+
+    text = (Path(__file__).resolve().parents[1] / "scripts" / "slurm_pretrain_imagenet.sh").read_text()
+    cores = int(re.search(r"--cpus-per-task=(\d+)", text).group(1))
+    processes = int(re.search(r"GPUS_PER_NODE:-(\d+)", text).group(1))
+    threads = int(re.search(r"OMP_NUM_THREADS:-(\d+)", text).group(1))
+    asked = re.search(r"--num-workers (\d+)", text)
+    monkeypatch.setattr(datasets, "cpu_cores", lambda: cores)
+    workers = datasets.loader_workers("/datasets/imagenet", int(asked.group(1)) if asked else None, processes=processes)
+    assert processes * (workers + threads) <= cores, (processes, workers, threads, cores)
+
+
+def _draw_as_a_rank(rank: int, folder: str, pipeline: str, port: int, out: str) -> None:
+    """One process of a 2-process gloo group: the first training batch of epoch 0 and its masks, as the
+    pretrainer makes them (PretrainingImages' loader, the model's masking after seeding with seed + rank)."""
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    from mae_course.data.batches import PretrainingImages
+    from mae_course.model.registry import build_model
+    from mae_course.train.distributed import init_runtime, shutdown
+    from mae_course.train.engine import epoch_indices
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")  # fmt: skip
+    torch.set_num_threads(1)
+    rt = init_runtime("cpu")
+    torch.manual_seed(0 + rt.rank)  # what pretrain() does
+    images = PretrainingImages(folder, 32, rt.device, pipeline)
+    sampler = DistributedSampler(images.dataset, rt.world_size, rt.rank, shuffle=True, seed=0, drop_last=True)
+    batches = images.loader(4, num_workers=1 if pipeline == "cpu" else 0, seed=0, rank=rt.rank)
+    (imgs,) = next(iter(batches.epoch(0, epoch_indices(sampler, 0))))
+    model = build_model("mae_vit_tiny_patch4_32")
+    _, mask, _ = model.forward_encoder(imgs)
+    gathered = [None, None]
+    dist.all_gather_object(gathered, (imgs, mask))
+    if rt.is_main:
+        torch.save(gathered, out)
+    shutdown()
+
+
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_every_rank_draws_its_own_crops_and_masks(tmp_path, pipeline):
+    """Two gloo processes on a folder of one picture copied 16 times: the same images, so any difference
+    is the randomness. The loaders' seeds had no rank in them: with workers, both ranks cropped and
+    flipped alike. Now their crops differ in the same epoch, and so do their masks."""
+    import torch.multiprocessing as mp
+
+    from tests.conftest import write_images
+
+    root = write_images(tmp_path / "one", {"a/a_0.JPEG": (96, 80)})
+    picture = (root / "a" / "a_0.JPEG").read_bytes()
+    for k in range(16):
+        path = tmp_path / "images" / "ab"[k % 2] / f"{'ab'[k % 2]}_{k}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(picture)
+    out = tmp_path / "drawn.pt"
+    port = 29500 + os.getpid() % 1000 + (pipeline == "gpu")
+    mp.start_processes(_draw_as_a_rank, args=(str(tmp_path / "images"), pipeline, port, str(out)), nprocs=2,
+                       start_method="spawn")  # fmt: skip
+    (imgs0, mask0), (imgs1, mask1) = torch.load(out)
+    assert imgs0.shape == imgs1.shape == (4, 3, 32, 32)
+    for a, b in zip(imgs0, imgs1, strict=True):
+        assert not torch.allclose(a, b)  # the same picture, cropped differently on each rank
+    assert not torch.equal(mask0, mask1)

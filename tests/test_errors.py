@@ -192,6 +192,26 @@ def test_the_number_of_workers_is_capped_at_the_cores(capsys):
     assert loader_workers("x", 0) == 0 and loader_workers("builtin") == 0
 
 
+def test_workers_are_this_process_s_share_of_the_cores_under_torchrun(monkeypatch, capsys):
+    """torchrun's 8 processes on a 64-core node used to take 8 workers each by default and up to 64 each
+    when asked: 8 x 64 worker processes. Each now gets 64 / 8 = 8 cores: 7 workers by default, at most 8."""
+    from mae_course.data import datasets
+
+    monkeypatch.setattr(datasets, "cpu_cores", lambda: 64)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert datasets.local_processes() == 8
+    assert datasets.loader_workers("/data/imagenet") == 7
+    assert datasets.loader_workers("/data/imagenet", 10) == 8
+    assert (
+        "more than this process's share of the CPU cores (64 cores / 8 processes); using 8" in capsys.readouterr().out
+    )
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert datasets.loader_workers("/data/imagenet") == 8  # alone on the node: at most 8
+    assert datasets.loader_workers("/data/imagenet", 10, processes=2) == 10
+    monkeypatch.setattr(datasets, "cpu_cores", lambda: 4)
+    assert datasets.loader_workers("/data/imagenet", processes=8) == 1  # always at least one for image files
+
+
 # ---------------------------------------------------------------------------------------- crafted checkpoints
 
 

@@ -4,21 +4,28 @@ Two pipelines deliver pretraining images. The CPU one decodes and augments in Da
 workers (:func:`~mae_course.data.transforms.pretrain_transform`); the GPU one lets the workers
 only read the files and decodes and augments on the device
 (:mod:`~mae_course.data.gpu_pipeline`). :class:`PretrainingImages` hides the difference:
-``images.batches(indices, ...)`` yields ``(imgs,)`` tuples of (N, 3, S, S) normalized float32
-images on the device either way.
+``images.loader(...).epoch(epoch, indices)`` yields ``(imgs,)`` tuples of (N, 3, S, S)
+normalized float32 images on the device either way.
 
-:func:`make_loader` is the one DataLoader of the course: its workers ignore Ctrl-C (the main
-process stops the run at a step boundary and ends them), and it pins memory only for data that
-lives on the CPU and goes to a GPU.
+Training batches come from a :class:`TrainingLoader`: one DataLoader for the whole run, whose
+worker processes start once and persist across epochs, and whose randomness (crops, flips) is a
+function of (seed, process rank, epoch, image) only (:func:`stream_seed`): every process of a
+torchrun job and every worker draws its own, and a resumed run, even mid-epoch, draws what the
+uninterrupted run drew. :func:`make_loader` serves evaluation, in order. The workers of both
+ignore Ctrl-C (the main process stops the run at a step boundary and ends them), and memory is
+pinned only for data that lives on the CPU and goes to a GPU.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from ..errors import ConfigError, DataError
 from .datasets import BUILTIN, is_image_folder, make_dataset, skipped_images
@@ -66,24 +73,101 @@ def make_loader(
     dataset: Dataset,
     batch_size: int,
     device: torch.device,
-    indices: Sequence[int] | None = None,
     num_workers: int = 0,
-    seed: int = 0,
     collate_fn: Callable | None = None,
 ) -> DataLoader:
-    """Batches of ``dataset`` in the order of ``indices`` (training: full batches only), or of the
-    whole dataset in order (evaluation: the last batch may be smaller)."""
+    """Batches of the whole of ``dataset``, in order (evaluation: the last batch may be smaller)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=indices,
-        drop_last=indices is not None,
         num_workers=num_workers,
         pin_memory=pins_memory(dataset, device),
         worker_init_fn=_ignore_ctrl_c if num_workers else None,
-        generator=torch.Generator().manual_seed(seed),
         collate_fn=collate_fn,
     )
+
+
+def stream_seed(seed: int, *parts: int) -> int:
+    """The seed of one random stream of a run: ``seed`` and the numbers that tell the streams apart
+    (process rank, epoch, batch or image index), mixed by numpy's SeedSequence so that neighbouring
+    inputs give unrelated streams."""
+    entropy = [seed % 2**64, *(int(p) for p in parts)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))  # < 2**63
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` drawn from its own seed: item ``(index, seed)`` seeds torch's generator (in the
+    worker process that reads it), then reads ``dataset[index]``, so its random transform does not
+    depend on which worker reads it, nor on what that worker read before."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        torch.manual_seed(seed)
+        return self.dataset[index]
+
+
+class EpochOrder(Sampler):
+    """The sampler of a :class:`TrainingLoader`: this epoch's indices, set by :meth:`set_epoch`, each
+    with the seed of its random transform, ``stream_seed(seed, rank, epoch, index)``, when ``seeded``."""
+
+    def __init__(self, seed: int = 0, rank: int = 0, seeded: bool = True):
+        self.seed, self.rank, self.seeded = seed, rank, seeded
+        self.epoch, self.indices = 0, []
+
+    def set_epoch(self, epoch: int, indices: Sequence[int]) -> None:
+        self.epoch, self.indices = epoch, list(indices)
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.seeded:
+            return iter(self.indices)
+        return ((i, stream_seed(self.seed, self.rank, self.epoch, i)) for i in self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class TrainingLoader:
+    """The training batches of a whole run, from one DataLoader built once.
+
+        loader = TrainingLoader(dataset, batch_size, device, num_workers, seed=cfg.seed, rank=rt.rank)
+        for imgs, labels in loader.epoch(epoch, indices):   # full batches of these indices, in order
+            ...
+
+    With workers, they start once and persist across epochs (``persistent_workers``: no start-up
+    each epoch), and each item is drawn from its own seed (:class:`SeededItems`), a function of
+    (seed, rank, epoch, index). Without workers, items are read in this process, whose generator
+    the trainer seeds (``seed + rank``) and checkpoints. Either way, every process draws its own
+    crops and flips, and a resumed run draws what the uninterrupted one drew.
+    ``seeded_items=False`` is for datasets without randomness (the GPU pipeline's file bytes).
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0, seed: int = 0,
+                 rank: int = 0, collate_fn: Callable | None = None, seeded_items: bool = True):  # fmt: skip
+        self.order = EpochOrder(seed, rank, seeded=seeded_items and num_workers > 0)
+        self.loader = DataLoader(
+            SeededItems(dataset) if self.order.seeded else dataset,
+            batch_size=batch_size,
+            sampler=self.order,
+            drop_last=True,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            pin_memory=pins_memory(dataset, device),
+            worker_init_fn=_ignore_ctrl_c if num_workers else None,
+            generator=torch.Generator().manual_seed(stream_seed(seed, rank)),
+            collate_fn=collate_fn,
+        )
+        self.dataset = dataset
+
+    def epoch(self, epoch: int, indices: Sequence[int]) -> DataLoader:
+        """The loader, set to yield the full batches of ``indices`` for ``epoch``."""
+        self.order.set_epoch(epoch, indices)
+        return self.loader
 
 
 class PretrainingImages:
@@ -133,16 +217,9 @@ class PretrainingImages:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(
-        self, indices: Sequence[int], batch_size: int, num_workers: int = 0, seed: int = 0
-    ) -> Iterator[tuple[torch.Tensor]]:
-        """``(imgs,)`` for each full batch of ``indices``: (N, 3, S, S) float32 on the device."""
-        gpu = self.gpu_transform is not None
-        loader = make_loader(self.dataset, batch_size, self.device, indices, num_workers, seed,
-                             collate_fn=collate_encoded if gpu else None)  # fmt: skip
-        if gpu:
-            return ((imgs,) for imgs, _ in device_batches(loader, self.gpu_transform, self.device))
-        return ((imgs.to(self.device, non_blocking=True),) for imgs, _ in loader)
+    def loader(self, batch_size: int, num_workers: int = 0, seed: int = 0, rank: int = 0) -> PretrainingBatches:
+        """The run's batches: ``.epoch(epoch, indices, first)`` yields ``(imgs,)`` for each full batch."""
+        return PretrainingBatches(self, batch_size, num_workers, seed, rank)
 
     def skipped(self) -> int:
         """Distinct unreadable files skipped so far, in this process."""
@@ -161,3 +238,24 @@ class PretrainingImages:
                 self.data, "pretrain", transform, self.image_size, self.root, False, self.skip_bad_images
             )
         return torch.stack([images[i][0] for i in range(min(count, len(images)))]).to(self.device)
+
+
+class PretrainingBatches:
+    """The pretraining batches of a run, by epoch, from either pipeline (see :meth:`PretrainingImages.loader`)."""
+
+    def __init__(self, images: PretrainingImages, batch_size: int, num_workers: int, seed: int, rank: int):
+        self.images, self.seed, self.rank = images, seed, rank
+        gpu = images.gpu_transform is not None
+        self.training = TrainingLoader(images.dataset, batch_size, images.device, num_workers, seed, rank,
+                                       collate_fn=collate_encoded if gpu else None, seeded_items=not gpu)  # fmt: skip
+
+    def epoch(self, epoch: int, indices: Sequence[int], first: int = 0) -> Iterator[tuple[torch.Tensor]]:
+        """``(imgs,)`` for each full batch of ``indices``: (N, 3, S, S) float32 on the device. ``first``
+        is the number of the first batch in its epoch (a resumed epoch does not start at 0): with the
+        GPU pipeline, batch k of an epoch crops with the seed ``stream_seed(seed, rank, epoch, k)``."""
+        images, loader = self.images, self.training.epoch(epoch, indices)
+        if images.gpu_transform is None:
+            return ((imgs.to(images.device, non_blocking=True),) for imgs, _ in loader)
+        seed_of = functools.partial(stream_seed, self.seed, self.rank, epoch)
+        batches = device_batches(loader, images.gpu_transform, images.device, seed_of, first)
+        return ((imgs,) for imgs, _ in batches)

@@ -48,16 +48,30 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def loader_workers(data: str, requested: int | None = None, announce: bool = True) -> int:
-    """DataLoader workers: ``requested``, capped at the CPU cores (more only cost memory), or by
-    default none for the in-memory built-in data, else one per spare core, at most 8."""
-    cores = cpu_cores()
+def local_processes() -> int:
+    """Processes sharing this machine's cores: torchrun's LOCAL_WORLD_SIZE (1 when run plainly)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def loader_workers(data: str, requested: int | None = None, announce: bool = True, processes: int | None = None) -> int:
+    """DataLoader workers of this process: its share of the CPU cores is ``cpu_cores() // processes``
+    (``processes`` on this machine, by default :func:`local_processes`: torchrun's 8 processes on a
+    64-core node get 8 cores each). ``requested`` is capped at that share (more only cost memory);
+    by default none for the in-memory built-in data, else one per spare core of the share, at most 8."""
+    processes = processes or local_processes()
+    share = max(1, cpu_cores() // processes)
     if requested is None:
-        return 0 if data == BUILTIN else max(1, min(8, cores - 1))
-    if requested > cores:
+        return 0 if data == BUILTIN else max(1, min(8, share - 1))
+    if requested > share:
         if announce:
-            print(f"note: --num-workers {requested} is more than the {cores} CPU cores here; using {cores}")
-        return cores
+            cores = f"the {cpu_cores()} CPU cores here"
+            if processes > 1:
+                cores = f"this process's share of the CPU cores ({cpu_cores()} cores / {processes} processes)"
+            print(f"note: --num-workers {requested} is more than {cores}; using {share}")
+        return share
     return requested
 
 

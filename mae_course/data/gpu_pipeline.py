@@ -7,15 +7,18 @@ resize JPEGs. This pipeline moves that work to the device:
     collate   EncodedBatch(data=[bytes, ...], labels (N,), indices (N,))
     device    GpuPretrainTransform(batch.data, device) -> images (N, 3, S, S) float32, normalized
 
-``device_batches(encoded_loader(dataset, batch_size, ...), transform, device)`` runs the three
-steps and yields ``(images, labels)`` on the device, as a DataLoader of the CPU pipeline would.
+``device_batches(encoded_loader(dataset, batch_size, ...), transform, device, seed_of)`` runs the
+three steps and yields ``(images, labels)`` on the device, as a DataLoader of the CPU pipeline
+would, preparing the next batches in a background thread on a side CUDA stream
+(:mod:`~mae_course.data.prefetch`) while the current one trains.
 
 Decoding: the JPEGs of a batch in one ``decode_jpeg`` call (nvjpeg on CUDA); other formats
 (PNG, WebP, ... found by their first bytes, not their extension) on the CPU, then moved to the
-device. Augmentation: exactly :func:`mae_course.transforms.pretrain_transform`'s default,
-RandomResizedCrop (scale 0.2-1, ratio 3/4-4/3, antialiased) + horizontal flip + ImageNet
-normalization, drawing the same random numbers in the same order: with the same seed the two
-pipelines crop and flip an image identically.
+device. Augmentation: :func:`mae_course.data.transforms.pretrain_transform`'s default,
+RandomResizedCrop (scale 0.2-1, ratio 3/4-4/3, antialiased bicubic) + horizontal flip + ImageNet
+normalization, for the whole batch in a few kernels (:mod:`~mae_course.data.batched_crops`):
+the same distribution of crops as the CPU pipeline, and, for the same crop, the same pixels to
+one grey level.
 
 The CPU pipeline (PIL decoding and ``pretrain_transform`` inside the workers) stays the
 reference and the fallback; :func:`mae_course.data.batches.choose_pipeline` picks one. Note: torchvision 0.29 deprecates
@@ -25,11 +28,10 @@ silenced here.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -37,15 +39,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError, DataError
+from .batched_crops import FILTERS, CropBoxes, crop_resize_flip, sample_crops
 from .datasets import image_folder_split
 from .image_files import UNREADABLE, check_size, quiet_torchvision_io, to_rgb
+from .prefetch import prefetched
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
-INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 JPEG_MAGIC = (0xFF, 0xD8, 0xFF)  # every JPEG file starts with these bytes (SOI marker + the next marker)
 
 log = logging.getLogger(__name__)
@@ -166,33 +168,7 @@ def decode_on_cpu(data: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"{first}; PIL: {e}") from None
 
 
-# ---------------------------------------------------------------------------------------- augmenting
-
-
-class CropFlip(NamedTuple):
-    """One image's random augmentation: the crop box (as torchvision's get_params) and the flip."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-    flip: bool
-
-
-@contextlib.contextmanager
-def _drawing_from(generator: torch.Generator | None) -> Iterator[None]:
-    """Make torch's global CPU generator draw from ``generator`` for a while (None: leave it).
-
-    torchvision's ``get_params`` draws from the global generator; this lets it be reused as is
-    while the draws advance ``generator`` and leave the global state untouched.
-    """
-    if generator is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.set_rng_state(generator.get_state())
-        yield
-        generator.set_state(torch.get_rng_state())
+# ---------------------------------------------------------------------------------------- the transform
 
 
 class GpuPretrainTransform:
@@ -201,7 +177,8 @@ class GpuPretrainTransform:
     ``transform(data, device)`` takes N files' bytes (1-D uint8 CPU tensors) and returns
     (N, 3, size, size) float32 on ``device``: RandomResizedCrop(size, scale, ratio) with
     antialiasing, a horizontal flip with probability ``flip_p``, then /255 and ImageNet
-    normalization (the constants of :mod:`mae_course.transforms`).
+    normalization (the constants of :mod:`mae_course.data.transforms`), for the whole batch at once
+    (:mod:`mae_course.data.batched_crops`).
 
     Args:
         size: output side S in pixels.
@@ -211,13 +188,13 @@ class GpuPretrainTransform:
         flip_p: probability of a horizontal flip.
         skip_bad_images: an undecodable file is a :class:`DataError` naming it (default), or, when
             True, it is dropped from its batch, listed in ``bad_files`` (``skipped`` counts them:
-            each file once, however often it is met) and logged as a warning once per file. A batch with no decodable file at all is always an error
-            (dropping it would desynchronise the processes of a distributed run).
+            each file once, however often it is met; later batches leave it out before decoding)
+            and logged as a warning once per file. A batch with no decodable file at all is always
+            an error (dropping it would desynchronise the processes of a distributed run).
 
-    Randomness: crop boxes and flips are drawn on the CPU, per image, with torchvision's own
-    ``RandomResizedCrop.get_params`` then one ``torch.rand(1)`` for the flip, the order of
-    ``pretrain_transform``. They come from torch's global generator (which the trainer seeds and
-    checkpoints), or from ``generator`` (a CPU ``torch.Generator``) when one is given.
+    Randomness: the crop boxes and flips of a batch are drawn together, on the CPU, from
+    ``generator`` (a CPU ``torch.Generator``), or from torch's global generator when None
+    (:func:`~mae_course.data.batched_crops.sample_crops`: torchvision's distribution).
     """
 
     def __init__(
@@ -235,12 +212,12 @@ class GpuPretrainTransform:
             raise ConfigError(f"crop scale must satisfy 0 < min <= max <= 1, got {scale}")
         if not 0 < ratio[0] <= ratio[1]:
             raise ConfigError(f"crop ratio must satisfy 0 < min <= max, got {ratio}")
-        if interpolation not in INTERPOLATIONS:
-            raise ConfigError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}")
+        if interpolation not in FILTERS:
+            raise ConfigError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(FILTERS)}")
         if not 0 <= flip_p <= 1:
             raise ConfigError(f"flip probability must be in [0, 1], got {flip_p}")
-        self.size, self.scale, self.ratio = size, list(scale), list(ratio)
-        self.interpolation = INTERPOLATIONS[interpolation]
+        self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
+        self.interpolation = interpolation
         self.flip_p = flip_p
         self.skip_bad_images = skip_bad_images
         self.bad_files: list[str] = []  # distinct files dropped so far, in the order met
@@ -269,40 +246,48 @@ class GpuPretrainTransform:
 
         Returns the images and the positions in ``data`` they come from (all of them unless
         bad files were skipped). ``paths`` name the files in errors and warnings.
+
+        The JPEGs go to the batched decoder together (nvjpeg on CUDA). One bad file makes that whole
+        call fail, so a failed call is split in halves, and those again, until the file is alone:
+        about 2 log2(N) more calls, once per bad file, since a file skipped once is left out of every
+        later batch before decoding. Other formats, and JPEGs nvjpeg refuses, decode on the CPU.
         """
         device = torch.device(device)
         names = list(paths) if paths is not None else [f"image {k} of the batch" for k in range(len(data))]
-        decoded: list[torch.Tensor | None] = [None] * len(data)
-        jpegs = [k for k, d in enumerate(data) if is_jpeg(d)]
-        if jpegs:
-            try:  # one call for the whole batch: on CUDA, nvjpeg's batched decoder
-                with quiet_torchvision_io():
-                    out = decode_jpeg([data[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)
-                for k, image in zip(jpegs, out, strict=True):
-                    decoded[k] = image
-            except RuntimeError:
-                pass  # a bad file fails the whole call: decode one by one below to find it
+        known_bad = set(self.bad_files) if self.skip_bad_images else set()
+        todo = [k for k in range(len(data)) if names[k] not in known_bad]
+        decoded: dict[int, torch.Tensor] = {}
         errors: dict[int, str] = {}
-        for k, d in enumerate(data):
-            if decoded[k] is None:
+        self._decode_jpegs([k for k in todo if is_jpeg(data[k])], data, device, decoded)
+        for k in todo:
+            if k not in decoded:
                 try:
-                    decoded[k] = self._decode_one(d, device)
+                    decoded[k] = decode_on_cpu(data[k]).to(device, non_blocking=True)
                 except ValueError as e:
                     errors[k] = str(e)
+        kept = [k for k in range(len(data)) if k in decoded]
         if errors:
-            self._report([names[k] for k in errors], list(errors.values()), len(errors) == len(data))
-        kept = [k for k in range(len(data)) if k not in errors]
+            self._report([names[k] for k in errors], list(errors.values()), not kept)
+        elif not kept:
+            raise DataError(f"no image of a batch could be decoded: {'; '.join(names)} (all skipped before)")
         return [decoded[k] for k in kept], kept
 
-    @staticmethod
-    def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
-        if is_jpeg(data) and device.type != "cpu":
-            try:
-                with quiet_torchvision_io():
-                    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            except RuntimeError:
-                pass  # e.g. a JPEG flavour nvjpeg does not handle: the CPU decoders may
-        return decode_on_cpu(data).to(device, non_blocking=True)
+    def _decode_jpegs(self, positions: list[int], data: Sequence[torch.Tensor], device: torch.device,
+                      decoded: dict[int, torch.Tensor]) -> None:  # fmt: skip
+        """Decode the JPEGs at ``positions`` in batched calls, halving a call that fails; those left
+        out of ``decoded`` are for the CPU decoders (which then say why they fail, if they do)."""
+        if not positions:
+            return
+        try:
+            with quiet_torchvision_io():
+                out = decode_jpeg([data[k] for k in positions], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            if len(positions) > 1:
+                half = len(positions) // 2
+                self._decode_jpegs(positions[:half], data, device, decoded)
+                self._decode_jpegs(positions[half:], data, device, decoded)
+            return
+        decoded.update(zip(positions, out, strict=True))
 
     def _report(self, paths: list[str], messages: list[str], whole_batch: bool) -> None:
         listed = "; ".join(f"{p} ({m})" for p, m in zip(paths, messages, strict=True))
@@ -316,35 +301,21 @@ class GpuPretrainTransform:
                 log.warning("skipped undecodable image %s: %s", path, message)
 
     # ---------------------------------------------------------------- augmenting
-    def sample_params(self, images: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> list[CropFlip]:
-        """Draw each image's crop box and flip; only the images' shapes (..., H, W) are read."""
-        params = []
-        with _drawing_from(generator):
-            for image in images:
-                top, left, height, width = RandomResizedCrop.get_params(image, self.scale, self.ratio)
-                flip = torch.rand(1).item() < self.flip_p  # RandomHorizontalFlip's draw
-                params.append(CropFlip(top, left, height, width, flip))
-        return params
+    def sample(self, images: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> CropBoxes:
+        """Draw the crop boxes and flips of N images (only their shapes (..., H, W) are read)."""
+        sizes = torch.tensor([tuple(image.shape[-2:]) for image in images])
+        return sample_crops(sizes, self.scale, self.ratio, self.flip_p, generator)
 
-    def apply(self, images: Sequence[torch.Tensor], params: Sequence[CropFlip]) -> torch.Tensor:
-        """Crop, resize, flip and normalize: N images (3, H_i, W_i) uint8 -> (N, 3, S, S) float32.
-
-        Each crop is resized with torchvision's antialiased kernel on its uint8 tensor (rounded back
-        to uint8, as the CPU pipeline does); the batch is then converted and normalized at once.
-        """
+    def apply(self, images: Sequence[torch.Tensor], boxes: CropBoxes) -> torch.Tensor:
+        """Crop, resize, flip and normalize: N images (3, H_i, W_i) uint8 -> (N, 3, S, S) float32."""
         if not images:
             raise DataError("no images to augment")
-        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.uint8, device=images[0].device)
-        for k, (image, p) in enumerate(zip(images, params, strict=True)):
-            crop = F.resized_crop(
-                image, p.top, p.left, p.height, p.width, [self.size, self.size], self.interpolation, antialias=True
-            )
-            out[k] = F.horizontal_flip(crop) if p.flip else crop
-        return F.normalize(F.to_dtype(out, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+        pixels = crop_resize_flip(list(images), boxes, self.size, self.interpolation)  # 0-255, whole grey levels
+        return F.normalize(pixels.div_(255), IMAGENET_MEAN, IMAGENET_STD)
 
     def augment(self, images: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """N decoded images (3, H_i, W_i) uint8 -> (N, 3, S, S) float32, randomly cropped and flipped."""
-        return self.apply(images, self.sample_params(images, generator))
+        return self.apply(images, self.sample(images, generator))
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -359,14 +330,31 @@ def device_batches(
     loader: DataLoader,
     transform: GpuPretrainTransform,
     device: torch.device | str,
-    generator: torch.Generator | None = None,
+    seed_of: Callable[[int], int] | None = None,
+    first: int = 0,
+    prefetch: int = 2,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images (N, 3, S, S) float32, labels (N,))`` on ``device`` for each batch of ``loader``.
 
     ``loader`` yields :class:`EncodedBatch` (see :func:`encoded_loader`) over an
     :class:`EncodedImageFolder` or a Subset of one; files dropped as bad take their labels along.
+
+    Batch k (counted from ``first``: a resumed epoch starts there) draws its crops and flips from
+    a generator seeded with ``seed_of(k)``, so that they do not depend on where a run resumed or
+    on what was prepared ahead. Then up to ``prefetch`` batches are decoded and augmented ahead,
+    in a background thread on a side CUDA stream (:func:`~mae_course.data.prefetch.prefetched`).
+    Without ``seed_of`` the crops come from torch's global generator, and nothing is prepared ahead
+    (a second thread would draw from it too).
     """
-    for batch in loader:
-        images, kept = transform.decode(batch.data, device, batch_paths(loader.dataset, batch.indices))
-        labels = batch.labels[kept] if len(kept) < len(batch.labels) else batch.labels
-        yield transform.augment(images, generator), labels.to(device, non_blocking=True)
+    device = torch.device(device)
+
+    def produce() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for k, batch in enumerate(loader, start=first):
+            generator = torch.Generator().manual_seed(seed_of(k)) if seed_of is not None else None
+            images, kept = transform.decode(batch.data, device, batch_paths(loader.dataset, batch.indices))
+            labels = batch.labels[kept] if len(kept) < len(batch.labels) else batch.labels
+            yield transform.augment(images, generator), labels.to(device, non_blocking=True)
+
+    if seed_of is None or prefetch < 1:
+        return produce()
+    return prefetched(produce(), device, prefetch)

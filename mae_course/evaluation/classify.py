@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, state_dict_of
 from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
-from ..data.batches import make_loader
+from ..data.batches import TrainingLoader, make_loader
 from ..data.datasets import (
     check_classification_splits,
     eval_crop_fraction,
@@ -210,14 +210,16 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             step.scaler.load_state_dict(saved["scaler"])
         tensor_inputs = isinstance(train_inputs, torch.utils.data.TensorDataset)
 
-        def batches(dataset: Dataset, indices=None, seed: int = cfg.seed):
-            size = cfg.batch_size if indices is not None else max(256, cfg.batch_size)
-            loader = make_loader(dataset, size, rt.device, indices, 0 if tensor_inputs else workers, seed)
+        training = TrainingLoader(train_inputs, cfg.batch_size, rt.device, 0 if tensor_inputs else workers, cfg.seed,
+                                  rt.rank)  # fmt: skip
+
+        def on_device(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             return ((x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)) for x, y in loader)
 
         def validate() -> dict[str, float]:
             model.eval()
-            return recipe.measure(predict, batches(val_inputs), rt.device, autocast, classes)
+            loader = make_loader(val_inputs, max(256, cfg.batch_size), rt.device, 0 if tensor_inputs else workers)
+            return recipe.measure(predict, on_device(loader), rt.device, autocast, classes)
 
         if rt.is_main:
             frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -237,9 +239,9 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
                 p = run.progress
                 indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
                 time_before = p.seconds
-                loss = train_one_epoch(step, batches(train_inputs, indices, seed=cfg.seed * 100_003 + p.epoch),
-                                       schedule, run, images_per_micro=cfg.batch_size * rt.world_size,
-                                       log_every=cfg.log_every, on_step=on_step, bar=bar)  # fmt: skip
+                loss = train_one_epoch(step, on_device(training.epoch(p.epoch, indices)), schedule, run,
+                                       images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
+                                       on_step=on_step, bar=bar)  # fmt: skip
                 if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
                     record = {"epoch": p.epoch + 1, "train_loss": loss}
                     if (p.epoch + 1) % cfg.val_every == 0 or p.epoch + 1 == cfg.epochs:

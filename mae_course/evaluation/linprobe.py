@@ -103,7 +103,7 @@ def frozen_features(model: nn.Module, dataset: Dataset, name: str, cfg: Linprobe
     """
     device = next(model.parameters()).device
     autocast, _ = autocast_for(device, cfg.amp)
-    loader = make_loader(dataset, max(256, cfg.batch_size), device, num_workers=workers, seed=cfg.seed)
+    loader = make_loader(dataset, max(256, cfg.batch_size), device, num_workers=workers)
     features, labels = [], []
     for imgs, targets in tqdm(loader, desc=f"features of the {name} set", disable=not show, dynamic_ncols=True):
         with autocast():

@@ -17,6 +17,7 @@ Each measurement ends its DataLoader workers before the next one starts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.batches import stream_seed
 from ..data.datasets import loader_workers, make_dataset
 from ..data.gpu_pipeline import GpuPretrainTransform, device_batches, encoded_dataset, encoded_loader
 from ..data.jpeg_folder import make_jpeg_folder
@@ -76,10 +78,11 @@ def pipeline_batches(cfg: EndToEndConfig, pipeline: str, device: torch.device) -
     workers = loader_workers(cfg.data, cfg.num_workers)
     common = dict(batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                   pin_memory=device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
-    if pipeline == "gpu":
+    if pipeline == "gpu":  # as the trainer runs it: seeded crops, the next batches prepared in a background thread
         loader = encoded_loader(encoded_dataset(cfg.data, "pretrain"), **common)
         transform = GpuPretrainTransform(cfg.image_size)
-        epochs = (device_batches(loader, transform, device) for _ in itertools.count())
+        epochs = (device_batches(loader, transform, device, functools.partial(stream_seed, 0, 0, epoch))
+                  for epoch in itertools.count())  # fmt: skip
     else:
         dataset = make_dataset(cfg.data, "pretrain", pretrain_transform(cfg.image_size), cfg.image_size)
         loader = DataLoader(dataset, **common)

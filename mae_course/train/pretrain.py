@@ -141,6 +141,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                                bucket_cap_mb=cfg.bucket_cap_mb, accum_iter=cfg.accum_iter)  # fmt: skip
         step.grad_sync_check = cfg.check_grad_sync and rt.distributed
         workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
+        batches = images.loader(cfg.batch_size, workers, seed=cfg.seed, rank=rt.rank)  # workers start once, for the run
         held_out = images.held_out(cfg.vis_images) if rt.is_main else None
         settings = {"model": model.config, "pretrain": cfg.to_json()}
 
@@ -179,10 +180,10 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                 while run.progress.epoch < cfg.epochs:
                     p = run.progress
                     indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
-                    batches = images.batches(indices, cfg.batch_size, workers, seed=cfg.seed * 100_003 + p.epoch)
                     time_before = p.seconds
-                    loss = train_one_epoch(step, batches, schedule, run, images_per_micro=cfg.batch_size * rt.world_size,
-                                           log_every=cfg.log_every, on_step=on_step, bar=bar)  # fmt: skip
+                    loss = train_one_epoch(step, batches.epoch(p.epoch, indices, first=p.micro_in_epoch), schedule, run,
+                                           images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
+                                           on_step=on_step, bar=bar)  # fmt: skip
                     if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
                         skipped = round(sum_across_ranks(images.skipped(), rt.device)) if cfg.skip_bad_images else 0
                         record = {"epoch": p.epoch + 1, "train_loss": loss, "epoch_time_s": p.seconds - time_before}
