@@ -56,4 +56,4 @@ solutions: install
 	$(BIN)/python scripts/run_solutions.py
 
 clean:
-	rm -rf $(VENV) runs build/book .pytest_cache
+	rm -rf $(VENV) runs build/book .pytest_cache book/explorer/node_modules

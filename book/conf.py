@@ -33,3 +33,5 @@ html_theme_options = {
     "announcement": _SWITCH[os.environ.get("MAE_COURSE_BOOK_EDITION", "en")],
 }
 html_last_updated_fmt = None
+# The theme's first visit reads the light/dark mode from here; left empty, every page logs a console error.
+html_context = {"default_mode": "auto"}

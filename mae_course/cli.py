@@ -10,6 +10,7 @@
     bench               time pretraining: table2 (asymmetric encoder vs mask tokens), model (images/s, MFU,
                         against transformers' ViTMAE), e2e (can the CPU or GPU data pipeline feed the model?)
     prepare             write a pre-resized JPEG copy of an image folder (e.g. ImageNet at shorter side 256)
+    export-onnx         write an MAE as ONNX (images and masking noise in, predictions and mask out)
 
 Every flag is generated from a field of the command's settings dataclass and its help text
 (:func:`mae_course.config.option`), so a setting is declared once, with its default, type,
@@ -98,6 +99,18 @@ def _prepare(cfg: Any, args: argparse.Namespace) -> None:
     print(summary_text(prepare(cfg)))
 
 
+def _export_onnx(cfg: Any, args: argparse.Namespace) -> None:
+    from .seeing.onnx_export import export_onnx, largest_difference, load_for_export, onnx_session
+
+    cfg.validate()
+    model = load_for_export(cfg.checkpoint, cfg.model)
+    path = export_onnx(model, cfg.output_path())
+    difference = largest_difference(model, onnx_session(path))
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); onnxruntime's predictions are PyTorch's to {difference:.1e}"
+    )
+
+
 def _partial_flags(p: argparse.ArgumentParser) -> None:
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--blocks", dest="tune_blocks", type=int,
@@ -134,6 +147,8 @@ COMMANDS: dict[str, tuple[str, str, Callable, Callable | None, dict]] = {
               "against a peer", "experiments.bench:BenchConfig", _bench, None, {}),
     "prepare": ("write a pre-resized RGB JPEG copy of an image folder (e.g. ImageNet's train/ + val/) for faster "
                 "pretraining; rerun to continue an interrupted copy", "data.prepare:PrepareConfig", _prepare, None, {}),
+    "export-onnx": ("write an MAE as ONNX: images and masking noise in, predictions and mask out (the website's "
+                    "in-browser explorer runs it)", "seeing.onnx_export:OnnxExportConfig", _export_onnx, None, {}),
 }  # fmt: skip
 
 

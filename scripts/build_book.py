@@ -38,6 +38,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+import build_explorer as explorer  # noqa: E402  (the explorer page: its own module)
 from make_exercises import HEADER_TAG, homepage  # noqa: E402
 
 from translations import read_translation, source_hash, translation_path  # noqa: E402
@@ -173,7 +174,7 @@ def stage_lesson(edition: Edition, path: Path, lessons: set[str], url: str) -> n
         if len(cells) != 1:
             raise SystemExit(f"{path.name}: {len(cells)} code cells have the line {line!r}; update SNAPSHOTS")
         cells[0].outputs = [snapshot_output(BOOK / "snapshots" / image)]
-        note = nbformat.v4.new_markdown_cell(f"*{edition.snapshot_note}*")
+        note = nbformat.v4.new_markdown_cell(f"*{edition.snapshot_note}*" + explorer.lesson_note(edition.lang))
         note.id = f"{cells[0].id}-snapshot"
         nb.cells.insert(nb.cells.index(cells[0]) + 1, note)
     return nb
@@ -224,7 +225,11 @@ def stage(edition: Edition, src: Path) -> list[str]:
     else:
         home = rewrite_links(translated_home(edition.lang), f"translations/{edition.lang}/README.md", lessons, url)
         extra = ""
-    home += f"\n```{{toctree}}\n:hidden:\n:caption: {caption}\n:maxdepth: 1\n\n{toctree}\n```\n" + extra
+    home += f"\n```{{toctree}}\n:hidden:\n:caption: {caption}\n:maxdepth: 1\n\n{toctree}\n```\n"
+    (src / f"{explorer.PAGE}.md").write_text(explorer.page(edition.lang))
+    home += (
+        explorer.home_note(edition.lang) + f"\n```{{toctree}}\n:hidden:\n:maxdepth: 1\n\n{explorer.PAGE}\n```\n" + extra
+    )
     (src / "index.md").write_text(home)
     return [p.stem for p in paths]
 
@@ -243,6 +248,7 @@ def build(out: Path) -> float:
             raise SystemExit(
                 f"the {edition.lang} site did not build (sphinx exit status {result.returncode}); see the warnings above"
             )
+    explorer.build_assets(out / "html")  # the explorer page's model, samples and onnxruntime-web, for both editions
     return time.perf_counter() - start
 
 

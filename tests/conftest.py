@@ -1,5 +1,7 @@
 import os
+import shutil
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,18 @@ def sixteen_bit_png(path: Path, value: int = 32768, size: tuple[int, int] = (48,
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full(size[::-1], value, dtype=np.uint16)).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def book_site(tmp_path_factory) -> Path:
+    """The course website, built once for the session (tests/test_book.py, tests/test_explorer_page.py): its html/."""
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_nb")
+    if shutil.which("npm") is None:
+        pytest.skip("the website's explorer page needs npm (Node.js) to install onnxruntime-web; npm is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import build_book
+
+    out = tmp_path_factory.mktemp("book")
+    build_book.build(out)  # raises SystemExit on any Sphinx warning
+    return out / "html"

@@ -20,6 +20,7 @@ pytest.importorskip("myst_nb")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import build_book  # noqa: E402
+import build_explorer as explorer  # noqa: E402
 
 LESSONS = build_book.lesson_paths()
 URL = build_book.homepage()
@@ -44,10 +45,8 @@ class Page(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    build_book.build(out)  # raises SystemExit on any Sphinx warning
-    return out / "html"
+def site(book_site) -> Path:
+    return book_site  # built once for the session (tests/conftest.py)
 
 
 def pages(site: Path) -> dict[Path, Page]:
@@ -214,3 +213,36 @@ def test_the_pages_workflow_publishes_what_make_book_builds():
     upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "build/book/html"
     assert "scripts/build_book.py" in (ROOT / "Makefile").read_text()
+
+
+def test_the_explorer_page_is_part_of_both_sites_and_linked_from_home_and_lesson_06(site):
+    for root, assets in ((site, "_explorer/"), (site / "zh", "../_explorer/")):
+        page = (root / "explorer.html").read_text()
+        assert f'<script type="module" src="{assets}explorer.js">' in page
+        assert 'id="mae-explorer"' in page and 'id="mx-ratio"' in page
+        for name in ("index.html", "06_seeing.html"):
+            assert "explorer.html" in Page((root / name).read_text()).links, f"{root / name} does not link the explorer"
+    assert "Explorer: MAE in your browser" in text_of(site / "explorer.html")
+    assert "探索器：在浏览器中运行 MAE" in text_of(site / "zh" / "explorer.html")
+
+
+def test_the_explorer_s_files_are_in_the_site_and_nothing_comes_from_elsewhere(site):
+    assets = site / "_explorer"
+    names = {p.name for p in assets.iterdir()}
+    assert set(explorer.ORT_FILES) | {"explorer.js", "explorer.css", "explorer.json"} <= names
+    meta = json.loads((assets / "explorer.json").read_text())
+    assert (assets / meta["onnx"]).stat().st_size > 1_000_000
+    assert len(meta["samples"]["indices"]) == 40 and sorted(set(meta["samples"]["labels"])) == list(range(10))
+    assert len(base64.b64decode(meta["samples"]["pixels"])) == 40 * 32 * 32 * 3
+    for page in (site / "explorer.html", site / "zh" / "explorer.html", assets / "explorer.js"):
+        assert not re.search(r"""(src|href|import)[=( ]*["']https?://""", page.read_text()), (
+            f"{page} loads from the web"
+        )
+
+
+def test_a_stale_translation_of_the_explorer_page_stops_the_build(monkeypatch, tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text((explorer.EXPLORER / "page.md").read_text() + "\nA new English sentence.\n")
+    monkeypatch.setattr(explorer, "EXPLORER", tmp_path)
+    with pytest.raises(SystemExit, match="does not translate the current book/explorer/page.md"):
+        explorer.page("zh")

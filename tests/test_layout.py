@@ -96,9 +96,9 @@ def test_each_check_file_is_named_after_its_reference_module(check):
 
 
 def test_import_mae_course_stays_light():
-    """The lessons' first import loads the model code, not plotting, widgets or the benchmark peers."""
+    """The lessons' first import loads the model code, not plotting, widgets, the benchmark peers or ONNX."""
     code = "import sys, mae_course; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))".format(
-        heavy={"matplotlib", "ipywidgets", "transformers", "timm", "IPython"}
+        heavy={"matplotlib", "ipywidgets", "transformers", "timm", "IPython", "onnx", "onnxscript", "onnxruntime"}
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -107,3 +107,17 @@ def test_grid_masking_rejects_other_ratios_and_odd_grids():
         grid_mask_noise(1, (7, 7), 0.75)
     with pytest.raises(ValueError, match="unknown mask sampling"):
         mask_noise("checkerboard", 1, (8, 8), 0.75)
+
+
+def test_equal_noise_keeps_the_lower_index():
+    """A stable sort: noise with ties names one mask (the same one ONNX's TopK and the browser explorer choose)."""
+    x = torch.arange(8.0).view(1, 8, 1)
+    noise = torch.tensor([[0.5, 0.0, 0.5, 0.0, 0.0, 0.5, 0.0, 0.5]])
+    x_visible, mask, _ = random_masking(x, 0.5, noise)
+    assert x_visible.flatten().tolist() == [1.0, 3.0, 4.0, 6.0]
+    _, mask, _ = random_masking(x, 0.75, noise)
+    assert mask.flatten().tolist() == [1, 0, 1, 0, 1, 1, 1, 1]
+    _, mask, _ = random_masking(x, 0.0, torch.zeros(1, 8))
+    assert mask.sum() == 0
+    x_visible, _, ids_restore = random_masking(x, 0.25, torch.zeros(1, 8))
+    assert x_visible.flatten().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

@@ -12,7 +12,7 @@ registry   named models: build_model("mae_vit_base_patch16"), load_model(path)
 from .decoder import masked_mse_loss, norm_pix_target, unshuffle_with_mask_tokens
 from .encoder import Attention, Block, attention, interpolate_pos_embed, sincos_pos_embed
 from .mae import MaskedAutoencoder
-from .masking import SAMPLINGS, block_masking, grid_masking, mask_noise, num_kept, random_masking
+from .masking import SAMPLINGS, block_masking, grid_masking, keep_lowest_noise, mask_noise, num_kept, random_masking
 from .patches import PatchEmbed, grid_shape, patchify, unpatchify
 from .registry import MODEL_CONFIGS, build_model, load_model
 from .vit import POOLINGS, VisionTransformer, load_mae_encoder, vit_from_mae
@@ -32,6 +32,7 @@ __all__ = [
     "grid_masking",
     "grid_shape",
     "interpolate_pos_embed",
+    "keep_lowest_noise",
     "load_mae_encoder",
     "load_model",
     "mask_noise",

@@ -176,6 +176,19 @@ class MaskedAutoencoder(nn.Module):
         if noise is None:
             noise = mask_noise(self.mask_sampling, x.shape[0], self.grid_size, mask_ratio, device=x.device)
         x_visible, mask, ids_restore = random_masking(x, mask_ratio, noise)
+        return self.encode(x, x_visible, mask), mask, ids_restore
+
+    def encode(self, x: torch.Tensor, x_visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The encoder proper, after masking: the cls token and the visible tokens through the blocks.
+
+        Args:
+            x: (N, L, D) every embedded token with its position, in grid order (used only by the
+                mask-token-in-encoder baseline).
+            x_visible, mask: (N, K, D) and (N, L) from masking.
+
+        Returns:
+            latent: (N, 1 + K, D), or (N, 1 + L, D) for the baseline (see :meth:`forward_encoder`).
+        """
         if self.mask_token_in_encoder:
             mask_tokens = (self.encoder_mask_token + self.pos_embed[:, 1:]).to(x.dtype)
             x = torch.where(mask.unsqueeze(-1).bool(), mask_tokens, x)  # (N, L, D), grid order
@@ -184,7 +197,7 @@ class MaskedAutoencoder(nn.Module):
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls.to(x.dtype), x], dim=1)
         x = self._run_blocks(self.blocks, x)
-        return self.norm(x), mask, ids_restore
+        return self.norm(x)
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """Predict every patch from the encoded tokens.

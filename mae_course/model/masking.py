@@ -47,8 +47,8 @@ def random_masking(
     Args:
         x: (N, L, D) tokens in grid order.
         mask_ratio: fraction of tokens to remove, in [0, 1).
-        noise: optional (N, L) scores; the tokens with the *smallest* noise are kept.
-            Drawn uniformly in [0, 1) when omitted.
+        noise: optional (N, L) scores; the tokens with the *smallest* noise are kept (ties:
+            the lower index). Drawn uniformly in [0, 1) when omitted.
 
     Returns:
         x_visible: (N, len_keep, D) the kept tokens, in order of increasing noise,
@@ -59,15 +59,35 @@ def random_masking(
     """
     if x.ndim != 3:
         raise ValueError(f"random_masking expects tokens of shape (N, L, D), got {tuple(x.shape)}")
-    n, length, dim = x.shape
+    n, length, _ = x.shape
     len_keep = num_kept(length, mask_ratio)
     if noise is None:
         noise = torch.rand(n, length, device=x.device)
     elif noise.shape != (n, length):
         raise ValueError(f"noise must have shape (N, L) = {(n, length)}, got {tuple(noise.shape)}")
-    noise = noise.to(x.device)
+    return keep_lowest_noise(x, noise.to(x.device), len_keep)
 
-    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: smallest noise first = kept
+
+def keep_lowest_noise(
+    x: torch.Tensor, noise: torch.Tensor, len_keep: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The heart of :func:`random_masking`: keep the ``len_keep`` tokens of smallest noise.
+
+    Equal noise values are broken by position, the lower index first (a stable sort), so any
+    noise, even one with ties, names one mask: the same in PyTorch, in ONNX (whose TopK breaks
+    ties the same way) and in the browser explorer. ``len_keep`` may be symbolic, which is how
+    the ONNX export (:mod:`mae_course.seeing.onnx_export`) makes the ratio an input of the graph.
+
+    Args:
+        x: (N, L, D) tokens in grid order.
+        noise: (N, L) scores, smallest kept.
+        len_keep: how many tokens to keep, in [1, L].
+
+    Returns:
+        the triple of :func:`random_masking`.
+    """
+    n, length, dim = x.shape
+    ids_shuffle = torch.argsort(noise, dim=1, stable=True)  # ascending: smallest noise first = kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)  # the inverse permutation
     ids_keep = ids_shuffle[:, :len_keep]
     x_visible = torch.gather(x, 1, repeat(ids_keep, "n k -> n k d", d=dim))
