@@ -25,7 +25,7 @@ OPTIONS = {
     "segment": "--accum-iter --amp --batch-size --blr --checkpoint --data --data-root --device --download --drop-path --epochs --image-size --layer-decay --log-every --lr --min-lr --model --num-workers --output-dir --overwrite --resume --save-every --seed --skip-bad-images --subset --val-every --val-subset --warmup-epochs --weight-decay",  # new: lesson 10
     "evaluate": "--baselines --checkpoint --data --data-root --device --finetune --image-size --linprobe --model --no-baselines --no-partial-mlp --only --output-dir --partial-blocks --partial-mlp --seed --subset --val-subset",
     "sweep": "--ablation --data --data-root --device --finetune --image-size --linprobe --output-dir --pretrain --ratios --seed --stages --values",
-    "bench": "--amp --batch-size --batch-sizes --compile --data --decoder-depths --device --generate --generate-dir --image-size --implementations --mask-ratio --model --model-overrides --models --num-workers --output --peak-tflops --pipelines --steps --suite --warmup",
+    "bench": "--amp --batch-size --batch-sizes --compile --data --decoder-depths --device --generate --generate-dir --image-size --implementations --mask-ratio --model --model-overrides --models --no-compile --no-tf32 --num-workers --output --peak-tflops --pipelines --profile --steps --suite --tf32 --warmup",
     "prepare": "--overwrite --quality --short-side --skip-bad-images --workers",  # --overwrite: new (issue 12)
 }  # fmt: skip
 

@@ -15,7 +15,9 @@ def test_both_pipelines_are_measured_against_the_model(tmp_path, tiny_overrides)
     assert results["data"]["images"] == 32 and len(list((tmp_path / "jpegs").rglob("*.JPEG"))) == 32
     assert [row["pipeline"] for row in results["rows"]] == ["cpu", "gpu"]
     for row in results["rows"]:
-        assert row["loader_images_per_s"] > row["training_images_per_s"] > 0
+        # rates, not a race between them: a timed ordering fails on a busy machine (and with the
+        # GPU pipeline's thread working ahead, training can keep pace with the loader alone)
+        assert row["loader_images_per_s"] > 0 and row["training_images_per_s"] > 0
         assert row["training_vs_model"] == pytest.approx(row["training_images_per_s"] / results["model_images_per_s"])
     assert "of model-only" in e2e_text(results)
 

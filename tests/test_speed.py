@@ -17,7 +17,7 @@ from mae_course.model.registry import build_model
 from mae_course.train import step as step_module
 from mae_course.train.pretrain import PretrainConfig, pretrain
 from mae_course.train.recipe import adamw_impl_flags, make_adamw
-from mae_course.train.step import auto_precision, autocast_for, make_train_step, resolve_amp
+from mae_course.train.step import auto_precision, autocast_for, compile_blocks, make_train_step, resolve_amp
 
 CPU = torch.device("cpu")
 
@@ -198,16 +198,34 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients():
 
 
 def test_compiled_model_matches_eager():
-    """torch.compile (inductor: C++ on the CPU) gives the eager loss and gradients. Compiling takes ~25-50 s."""
+    """Compiling the blocks (inductor: C++ on the CPU) gives the eager loss and gradients, keeps the
+    state_dict keys, and compiles every block of both stacks, in place."""
     model = tiny()
     imgs, noise = batch(2)
     eager_loss, eager_grads = loss_and_grads(model, imgs, noise)
     step = make_train_step(model, make_adamw(model, lr=1e-3), amp="none", compile=True)
-    assert step.module is not model and list(model.state_dict()) == list(tiny().state_dict())
+    assert step.module is model and list(model.state_dict()) == list(tiny().state_dict())
+    compiled = [b for b in (*model.blocks, *model.decoder_blocks) if b._compiled_call_impl is not None]
+    assert len(compiled) == len(model.blocks) + len(model.decoder_blocks) and model._compiled_call_impl is None
     loss, grads = loss_and_grads(step.module, imgs, noise)
     assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=0)
     for name, grad in grads.items():
         assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_blocks_are_compiled_one_shape_at_a_time_in_ours_and_in_the_peer(monkeypatch):
+    """Ours and transformers' ViTMAE are compiled alike, block by block, with dynamic=False (no graphs made
+    for any batch size after a recompile). Faked torch.compile: only its calls are looked at."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    model = tiny()
+    assert compile_blocks(model) == len(model.blocks) + len(model.decoder_blocks)
+    assert calls and all(kw == {"dynamic": False} for kw in calls)
+    pytest.importorskip("transformers")
+    from mae_course.experiments.peer import build_peer
+
+    peer = build_peer(model.config)
+    assert compile_blocks(peer) == model.config["depth"] + model.config["decoder_depth"]
 
 
 def test_the_fast_step_reads_nothing_back():
@@ -266,12 +284,12 @@ def test_a_run_with_every_cpu_speed_option_matches_the_plain_run(tmp_path, monke
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     compiled = []
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or real_compile(model))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or real_compile(fn, **kw))
 
     plain = run_losses(tmp_path / "plain", amp="none", optimizer_impl="for-loop")
     assert not compiled
     fast = run_losses(tmp_path / "fast", amp="bf16", optimizer_impl="fused", compile=True, grad_checkpointing=True)
-    assert len(compiled) == 1 and compiled[0].grad_checkpointing
+    assert len(compiled) == 2  # SMALL's one encoder block and one decoder block
     assert len(plain) == len(fast) == 4
     # bf16 rounding (see test_bf16_autocast_matches_float32), now in the gradients too: measured 0.03%.
     assert fast == pytest.approx(plain, rel=1e-2)

@@ -2,7 +2,7 @@
 
     table2   the asymmetric encoder against the encoder with mask tokens, per decoder depth (Table 2)
     model    images/s, step time, MFU and memory of the fast path, the plain path and the peer
-             (transformers' ViTMAEForPreTraining), per model and batch size
+             (transformers' ViTMAEForPreTraining), compiled and eager alike, per model and batch size
     e2e      whether the CPU or the GPU data pipeline keeps up with the model
 
 :class:`BenchConfig` holds the command's options (an option left at None takes its suite's
@@ -47,13 +47,19 @@ class BenchConfig:
     mask_ratio: float = option(0.75, "fraction of the patches removed")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     amp: str = option("auto", "table2 and e2e suites", choices=AMP_MODES)
-    compile: bool = option(False, "table2 and e2e suites: torch.compile the models (fast path)")
+    compile: bool = option(False, "table2 and e2e suites: torch.compile the models' blocks (fast path)", negatable=True)
     output: str | None = option(None, "where the JSON results go (default runs/bench/SUITE.json)")
     decoder_depths: tuple[int, ...] = option(T2.decoder_depths, "decoder depths to time", group="table2 suite")
     implementations: tuple[str, ...] = option(IMPLEMENTATIONS, "the implementations to time", group="model suite",
                                               choices=IMPLEMENTATIONS)  # fmt: skip
-    peak_tflops: float | None = option(None, "the device's peak dense bf16 TFLOP/s for MFU (default: from the GPU's "
-                                       "datasheet)", group="model suite")  # fmt: skip
+    peak_tflops: float | None = option(None, "the device's peak dense 16-bit TFLOP/s for MFU (default: from the "
+                                       "datasheet of the GPU's exact name; none for an unknown GPU)",
+                                       group="model suite")  # fmt: skip
+    tf32: bool = option(True, "TF32 tensor cores for float32 matrix products (recorded in the results)",
+                        group="model suite", negatable=True)  # fmt: skip
+    profile: str | None = option(None, "a folder: a torch.profiler trace of a few more steps of each row, and the "
+                                 "share of device time in matrix products and attention", group="model suite",
+                                 metavar="DIR")  # fmt: skip
     data: str | None = option(None, "an ImageFolder of JPEGs (default: generate one)", group=E2E_GROUP)
     generate: int = option(E2E.generate, "images to generate without --data", group=E2E_GROUP)
     generate_dir: str = option(E2E.generate_dir, "where the generated images go", group=E2E_GROUP)
@@ -83,7 +89,8 @@ class BenchConfig:
             cfg = ThroughputConfig(
                 models=self.models or TP.models, batch_sizes=self.batch_sizes or TP.batch_sizes,
                 implementations=self.implementations, steps=_or(self.steps, TP.steps),
-                warmup=_or(self.warmup, TP.warmup), peak_tflops=self.peak_tflops, **common)  # fmt: skip
+                warmup=_or(self.warmup, TP.warmup), peak_tflops=self.peak_tflops, tf32=self.tf32,
+                profile=self.profile, **common)  # fmt: skip
         cfg.validate()
         return cfg
 

@@ -13,16 +13,19 @@ losses of the plain step, up to rounding (``tests/test_speed.py`` checks it).
   cores have it, compute capability 8.0 and up (no loss scaler needed: bf16 has float32's range),
   fp16 with a GradScaler on older GPUs (Colab's T4, V100), and none on the CPU
   (:func:`auto_precision`). The matrix products then run in 16 bits, on tensor cores.
-* ``compile``: :func:`torch.compile` the model. Its forward is traced into a graph, and
-  AOTAutograd derives the backward graph; both are fused into fewer, larger kernels. The first
-  step is slow (compilation: a minute or more for ViT-L); the following ones are faster. Only the
-  step calls the compiled module: the model itself stays eager (its state_dict keys, the figures).
+* ``compile``: :func:`torch.compile` each Transformer block, in place (:func:`compile_blocks`,
+  "regional compilation"). A block's forward is traced into a graph, and AOTAutograd derives the
+  backward graph; both are fused into fewer, larger kernels. A ViT repeats one block: compiled
+  one by one, the blocks of a stack share one compiled graph, so the first step takes seconds,
+  not the minute or more a whole ViT-L takes to compile, for most of the speed (the patch
+  embedding, the masking and the loss, outside the blocks, stay eager). The state_dict keys do
+  not change. One graph per input shape (``dynamic=False``): batches keep their size in training.
 * ``grad_checkpointing``: :meth:`~mae_course.model.mae.MaskedAutoencoder.set_grad_checkpointing`, for
   models or batches whose activations do not fit (ViT-H), at about 30% more compute.
-* ``distributed``: wrap the (compiled) model in DistributedDataParallel with explicit gradient
-  buckets (:func:`~mae_course.train.distributed.wrap_ddp`). PyTorch recommends compiling the inner
-  module and wrapping that, as here; dynamo then splits the graph at the bucket boundaries, so
-  the all-reduce still overlaps the backward pass.
+* ``distributed``: wrap the model (its blocks compiled) in DistributedDataParallel with explicit
+  gradient buckets (:func:`~mae_course.train.distributed.wrap_ddp`). PyTorch recommends compiling
+  inside and wrapping that, as here: DDP's hooks fire as each compiled block's gradients are
+  ready, so the all-reduce still overlaps the backward pass.
 * The AdamW kernel (fused, foreach or for-loop) is chosen when the optimizer is built:
   :func:`~mae_course.train.recipe.make_adamw`.
 
@@ -113,7 +116,7 @@ class TrainStep:
     :meth:`forward_backward` on each micro-batch, then :meth:`update` once.
     """
 
-    module: nn.Module  # what the step calls: the model (or a loss around it), compiled and/or inside DDP
+    module: nn.Module  # what the step calls: the model (or a loss around it), perhaps inside DDP
     optimizer: torch.optim.Optimizer
     loss_fn: Callable[..., torch.Tensor]  # (module, *inputs) -> the loss, a () tensor
     autocast: Callable[[], contextlib.AbstractContextManager]
@@ -154,6 +157,24 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)  # freed, not zero-filled: the next backward writes them afresh
 
 
+def compile_blocks(model: nn.Module, dynamic: bool = False) -> int:
+    """:func:`torch.compile` every Transformer block of ``model`` in place; returns how many.
+
+    The stacks of blocks are found as ``nn.ModuleList`` s whose modules are all of one class: ours
+    (``blocks``, ``decoder_blocks``) and those of transformers' ViTMAE (``vit.encoder.layer``,
+    ``decoder.decoder_layers``) alike, so that a benchmark compiles both the same way. The blocks of
+    a stack differ only in their weights, which the compiled graph takes as inputs: one compilation
+    serves them all. A model without such a stack is compiled whole.
+    """
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) and len({type(b) for b in m}) == 1]
+    for stack in stacks:
+        for block in stack:
+            block.compile(dynamic=dynamic)
+    if not stacks:
+        model.compile(dynamic=dynamic)
+    return sum(len(stack) for stack in stacks)
+
+
 def make_train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -175,7 +196,7 @@ def make_train_step(
         loss_fn: ``(module, *inputs) -> loss``; by default MAE's pretraining loss at ``mask_ratio``
             (:func:`mae_loss`), so that ``step(imgs)`` is one pretraining step.
         amp: "auto", "bf16", "fp16" or "none" (see :func:`autocast_for`).
-        compile: call the model through :func:`torch.compile`.
+        compile: compile the model's Transformer blocks (:func:`compile_blocks`, in place).
         grad_checkpointing: set on the model (:meth:`~mae_course.model.mae.MaskedAutoencoder.set_grad_checkpointing`);
             None leaves the model as it is.
         distributed: wrap in DDP (the process group must be initialised) with buckets of
@@ -189,8 +210,8 @@ def make_train_step(
     if grad_checkpointing is not None:
         model.set_grad_checkpointing(grad_checkpointing)
     autocast, needs_scaler = autocast_for(device, amp)
-    module = torch.compile(model) if compile else model
-    if distributed:
-        module = wrap_ddp(module, bucket_cap_mb)
+    if compile:
+        compile_blocks(model)
+    module = wrap_ddp(model, bucket_cap_mb) if distributed else model
     scaler = torch.amp.GradScaler(device.type) if needs_scaler else None
     return TrainStep(module, optimizer, loss_fn or mae_loss(mask_ratio), autocast, scaler, accum_iter)
