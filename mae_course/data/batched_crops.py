@@ -133,15 +133,16 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, in_
     return weights / weights.sum(dim=-1, keepdim=True)
 
 
-def pad_to_batch(images: list[torch.Tensor]) -> torch.Tensor:
-    """N images (C, H_i, W_i) -> one float32 (N, C, H_max, W_max), zero-padded at the bottom and right.
+def pad_to_batch(images: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """N images (C, H_i, W_i) -> one (N, C, H_max, W_max) of ``dtype``, zero-padded at the bottom and right.
 
     Two copies for the whole batch rather than one per image: the images are concatenated into a
-    nested tensor, which ``to_padded_tensor`` writes out padded.
+    nested tensor, which ``to_padded_tensor`` writes out padded. (An image that is not contiguous,
+    such as the channels-last view the CPU's JPEG decoder returns, costs one more copy of its own.)
     """
     height = max(image.shape[-2] for image in images)
     width = max(image.shape[-1] for image in images)
-    flat = torch.cat([image.reshape(-1) for image in images]).float()  # one kernel (batched cat), one cast
+    flat = torch.cat([image.reshape(-1) for image in images]).to(dtype)  # one kernel (batched cat), one cast
     parts = flat.split([image.numel() for image in images])
     with warnings.catch_warnings():
         warnings.simplefilter(
@@ -169,22 +170,39 @@ def size_groups(sizes: list[tuple[int, int]], channels: int = 3, max_elements: i
     return groups
 
 
+def matmul_dtype(device: torch.device) -> torch.dtype:
+    """What the resampling products run in: float16 on a GPU (tensor cores; 0-255 and the integer levels
+    between the passes are exact in it, the weights are kept to 11 significant bits, the sums in float32),
+    float32 elsewhere (CPUs multiply float16 slowly)."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
 def crop_resize_flip(images: list[torch.Tensor], boxes: CropBoxes, size: int, interpolation: str = "bicubic",
-                     max_elements: int = MAX_ELEMENTS) -> torch.Tensor:  # fmt: skip
+                     max_elements: int = MAX_ELEMENTS, dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
     """Crop each image (C, H_i, W_i) to its box, resize the crop to ``size`` x ``size`` (antialiased),
     flip where asked: (N, C, size, size) float32 with values 0-255, rounded to whole grey levels and
     clipped after each pass, as torchvision's uint8 resize (the CPU pipeline) does: bicubic's negative
-    lobes overshoot at hard edges, and a uint8 image cannot hold the overshoot between its passes. ``boxes`` may live on the CPU or on the images' device."""
+    lobes overshoot at hard edges, and a uint8 image cannot hold the overshoot between its passes.
+    ``boxes`` may live on the CPU or on the images' device; the products run in ``dtype``
+    (:func:`matmul_dtype` by default).
+
+    The cost is in the products: about ``C x S x H x W`` multiply-adds per image (0.2 GFLOP for a
+    500 x 375 photo at 224), the work of dense matrices that are mostly zero. A GPU does them for a
+    batch of 256 in well under a millisecond, in a handful of kernels; a CPU's vector units resize one
+    uint8 image at a time much faster (``scripts/batched_crop_speed.py``), which is why the CPU
+    pipeline keeps torchvision's per-image transforms.
+    """
     device = images[0].device
+    dtype = dtype or matmul_dtype(device)
     boxes = boxes.to(device)
     out = torch.empty((len(images), images[0].shape[0], size, size), device=device)
     for group in size_groups([tuple(image.shape[-2:]) for image in images], images[0].shape[0], max_elements):
-        canvas = pad_to_batch([images[k] for k in group])  # (G, C, H, W)
+        canvas = pad_to_batch([images[k] for k in group], dtype)  # (G, C, H, W)
         index = torch.tensor(group, device=device)
         top, left, height, width, flip = (t[index] for t in boxes)
-        rows = resize_weights(top, height, size, canvas.shape[-2], interpolation)  # (G, S, H)
-        cols = resize_weights(left, width, size, canvas.shape[-1], interpolation)  # (G, S, W)
+        rows = resize_weights(top, height, size, canvas.shape[-2], interpolation).to(dtype)  # (G, S, H)
+        cols = resize_weights(left, width, size, canvas.shape[-1], interpolation).to(dtype)  # (G, S, W)
         cols = torch.where(flip[:, None, None], cols.flip(1), cols)  # a flip reverses the output columns
         across = (canvas @ cols.transpose(1, 2).unsqueeze(1)).round_().clamp_(0, 255)  # (G, C, H, S)
-        out[index] = (rows.unsqueeze(1) @ across).round_().clamp_(0, 255)  # (G, C, S, S)
+        out[index] = (rows.unsqueeze(1) @ across).float().round_().clamp_(0, 255)  # (G, C, S, S)
     return out
