@@ -64,3 +64,27 @@ def test_stream_seeds_are_distinct_and_stable():
     assert len(seeds) == 4 * 4 * 64 and all(0 <= s < 2**63 for s in seeds)
     assert stream_seed(1, 0) != stream_seed(0, 1)  # seed + rank would make these equal
     assert stream_seed(7, 1, 2, 3) == stream_seed(7, 1, 2, 3) and stream_seed(-1, 0) == stream_seed(2**64 - 1, 0)
+
+
+def test_the_gpu_pipeline_seeds_each_batch_from_the_rank_and_the_epoch(tmp_path):
+    """Its crops come from stream_seed(seed, rank, epoch, batch): another rank or epoch crops the same
+    picture differently; the same ones crop it alike."""
+    from mae_course.data.batches import PretrainingImages
+    from tests.conftest import write_images
+
+    root = write_images(tmp_path / "one", {"a/a_0.JPEG": (96, 80)})
+    for k in range(8):
+        path = tmp_path / "images" / "a" / f"a_{k}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((root / "a" / "a_0.JPEG").read_bytes())
+    images = PretrainingImages(str(tmp_path / "images"), 32, CPU, "gpu")
+
+    def first_batch(rank, epoch):
+        (imgs,) = next(iter(images.loader(4, seed=0, rank=rank).epoch(epoch, range(8))))
+        return imgs
+
+    reference = first_batch(0, 0)
+    assert torch.equal(first_batch(0, 0), reference)
+    for rank, epoch in ((1, 0), (0, 1)):
+        other = first_batch(rank, epoch)
+        assert all(not torch.allclose(a, b) for a, b in zip(reference, other, strict=True)), (rank, epoch)
