@@ -151,3 +151,10 @@ def sixteen_bit_png(path: Path, value: int = 32768, size: tuple[int, int] = (48,
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full(size[::-1], value, dtype=np.uint16)).save(path)
     return path
+
+
+def float_tiff(path: Path, value: float, size: tuple[int, int] = (48, 40)) -> Path:
+    """A 32-bit float grayscale TIFF of one ``value``; PIL opens it as mode F."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size[::-1], value, dtype=np.float32), mode="F").save(path)
+    return path

@@ -41,8 +41,8 @@ from ..data.datasets import (
 )
 from ..data.transforms import eval_transform
 from ..errors import CheckpointError, ConfigError
-from ..model.registry import MODEL_CONFIGS
-from ..model.vit import POOLINGS
+from ..model.registry import MODEL_CONFIGS, check_architecture
+from ..model.vit import POOLINGS, encoder_settings
 from ..provenance import device_name
 from ..safe_files import atomic_write_json
 from ..train.distributed import Runtime, barrier, init_runtime, shutdown
@@ -145,7 +145,12 @@ def encoder_source(cfg: ClassifyConfig) -> tuple[dict[str, Any], dict[str, torch
         saved = MODEL_CONFIGS[cfg.model]
     if not isinstance(saved, dict):
         raise CheckpointError(f"{cfg.checkpoint} holds a model config that is not a dictionary of settings")
-    return {**saved, "img_size": cfg.image_size}, state_dict_of(ckpt)
+    config = {**saved, "img_size": cfg.image_size}
+    try:  # a crafted config (depth 10^9, a width of 2^40) is refused before the classifier is built
+        check_architecture(encoder_settings(config))
+    except ConfigError as e:
+        raise CheckpointError(f"{cfg.checkpoint} holds a model config that does not build ({e})") from None
+    return config, state_dict_of(ckpt)
 
 
 def eval_crop(cfg: ClassifyConfig) -> float:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
+from ..config import MAX_VIS_IMAGES, DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import PIPELINES, PretrainingImages
 from ..data.datasets import loader_workers
 from ..data.transforms import AUGMENTATIONS
@@ -106,7 +106,10 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
         need(0.0 < self.crop_min_scale <= 1.0, f"crop min scale must be in (0, 1], got {self.crop_min_scale}")
         need(all(0 <= b < 1 for b in self.betas), f"AdamW betas must be in [0, 1), got {self.betas}")
         need(self.bucket_cap_mb > 0, f"bucket cap must be a positive number of megabytes, got {self.bucket_cap_mb}")
-        need(self.vis_images >= 0, f"vis images must be >= 0, got {self.vis_images}")
+        need(
+            0 <= self.vis_images <= MAX_VIS_IMAGES,
+            f"vis images must be from 0 to {MAX_VIS_IMAGES}, got {self.vis_images}",
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
