@@ -40,7 +40,7 @@ from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
 from .recipe import OPTIMIZER_IMPLS, Schedule, make_adamw
-from .run import FINAL_MODEL, Run, final_model
+from .run import FINAL_MODEL, Run, final_model, step_plan
 from .step import make_train_step
 
 SPEED = "speed (each option gives the same losses, up to rounding; see also --amp)"
@@ -145,7 +145,8 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
         step.grad_sync_check = cfg.check_grad_sync and rt.distributed
         workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
         held_out = images.held_out(cfg.vis_images) if rt.is_main else None
-        settings = {"model": model.config, "pretrain": cfg.to_json()}
+        plan = step_plan(schedule.steps_per_epoch, cfg.batch_size, cfg.accum_iter, rt.world_size)
+        settings = {"model": model.config, "pretrain": cfg.to_json(), "plan": plan}
 
         def figure(name: str, title: str) -> None:
             if held_out is not None:
@@ -164,7 +165,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
         with run:
             # ---- resume: weights, optimizer, position and random generators, as they were
             if run.resuming:
-                run.restore(model, optimizer, step.scaler, cfg.to_json(), NOT_COMPARED, cfg.seed)
+                run.restore(model, optimizer, step.scaler, cfg.to_json(), NOT_COMPARED, cfg.seed, plan)
             else:
                 figure("reconstructions_untrained.png", "untrained model")
             first_step = run.progress.step
