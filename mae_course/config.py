@@ -30,6 +30,9 @@ from typing import Any
 from .errors import ConfigError
 
 BUILTIN = "builtin"
+MAX_IMAGE_SIZE = 4096  # pixels a side: beyond any dataset of the course (ImageNet fine-tuning goes to 448)
+MAX_SEED = 2**32 - 1  # seeds are 32-bit numbers (the derived per-epoch seeds stay within torch's 64 bits)
+MAX_VIS_IMAGES = 64  # rows of a reconstruction figure
 
 
 def option(
@@ -305,6 +308,10 @@ class DataOptions:
 
     def validate_data(self) -> None:
         need(self.image_size > 0, f"image size must be positive, got {self.image_size}")
+        need(
+            self.image_size <= MAX_IMAGE_SIZE,
+            f"image size must be at most {MAX_IMAGE_SIZE} pixels, got {self.image_size}",
+        )
         need(self.subset is None or self.subset >= 1, f"subset must be at least 1 image, got {self.subset}")
         need(self.num_workers is None or self.num_workers >= 0, f"num workers must be >= 0, got {self.num_workers}")
 
@@ -353,3 +360,4 @@ class RunOptions:
     def validate_run(self) -> None:
         need(self.log_every >= 1, f"log every must be at least 1, got {self.log_every}")
         need(self.save_every >= 1, f"save every must be at least 1, got {self.save_every}")
+        need(0 <= self.seed <= MAX_SEED, f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")

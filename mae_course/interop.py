@@ -32,9 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import load_weights
 from .errors import CheckpointError, ConfigError
 from .model.mae import MaskedAutoencoder
-from .model.registry import MODEL_CONFIGS, build_model
+from .model.registry import MODEL_CONFIGS, build_model, check_architecture
 from .model.vit import VisionTransformer
 
 HF_MODEL = "transformers ViTMAEForPreTraining"
@@ -175,9 +176,10 @@ def to_transformers(model: MaskedAutoencoder, mask_ratio: float = 0.75) -> nn.Mo
 
 
 def settings_from_transformers(hf_config) -> dict[str, Any]:
-    """Our MaskedAutoencoder's settings for a ``ViTMAEConfig``; one-line CheckpointError for what we lack."""
+    """Our MaskedAutoencoder's settings for a ``ViTMAEConfig``, checked with the bounds of
+    :func:`~mae_course.model.registry.check_architecture` (before any model is built); one-line
+    CheckpointError for what we lack or refuse."""
     c = hf_config
-    ratio = c.intermediate_size / c.hidden_size
     sizes = [(c.image_size, "image_size"), (c.patch_size, "patch_size")]
     problems = [f"{name} {value} is not square" for value, name in sizes if isinstance(value, list | tuple)]
     if c.hidden_act != "gelu":
@@ -186,18 +188,28 @@ def settings_from_transformers(hf_config) -> dict[str, Any]:
         problems.append(f"layer_norm_eps {c.layer_norm_eps} (ours is 1e-6)")
     if not c.qkv_bias:
         problems.append("qkv_bias False (ours has a bias)")
-    widths = (int(c.hidden_size * ratio), int(c.decoder_hidden_size * ratio))  # what our blocks would build
-    if widths != (c.intermediate_size, c.decoder_intermediate_size):
-        problems.append(f"MLP widths {c.intermediate_size}/{c.hidden_size} and {c.decoder_intermediate_size}/"
-                        f"{c.decoder_hidden_size} (ours has one mlp_ratio)")  # fmt: skip
     if problems:
         raise CheckpointError(f"cannot convert this ViTMAE to the course's model: {'; '.join(problems)}")
-    return dict(
+    try:
+        ratio = c.intermediate_size / c.hidden_size
+    except (TypeError, ZeroDivisionError):
+        ratio = None  # the hidden size is named below
+    settings = dict(
         img_size=c.image_size, patch_size=c.patch_size, in_chans=c.num_channels,
         embed_dim=c.hidden_size, depth=c.num_hidden_layers, num_heads=c.num_attention_heads,
         decoder_embed_dim=c.decoder_hidden_size, decoder_depth=c.decoder_num_hidden_layers,
         decoder_num_heads=c.decoder_num_attention_heads, mlp_ratio=ratio, norm_pix_loss=bool(c.norm_pix_loss),
     )  # fmt: skip
+    try:
+        check_architecture(settings)
+    except ConfigError as e:
+        raise CheckpointError(f"cannot convert this ViTMAE to the course's model: {e}") from None
+    widths = (int(c.hidden_size * ratio), int(c.decoder_hidden_size * ratio))  # what our blocks would build
+    if widths != (c.intermediate_size, c.decoder_intermediate_size):
+        raise CheckpointError(f"cannot convert this ViTMAE to the course's model: MLP widths {c.intermediate_size}/"
+                              f"{c.hidden_size} and {c.decoder_intermediate_size}/{c.decoder_hidden_size} (ours has "
+                              "one mlp_ratio)")  # fmt: skip
+    return settings
 
 
 def registry_name(settings: dict[str, Any]) -> str | None:
@@ -206,7 +218,7 @@ def registry_name(settings: dict[str, Any]) -> str | None:
 
 
 def _build(settings: dict[str, Any]) -> MaskedAutoencoder:
-    """A MaskedAutoencoder with ``settings``, under its registry name when it has one."""
+    """A MaskedAutoencoder with (checked) ``settings``, under its registry name when it has one."""
     name = registry_name(settings)
     try:
         return build_model(name, **settings) if name else MaskedAutoencoder(**settings)
@@ -219,25 +231,38 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))  # fmt: skip
 
 
-def _load(source: str | Path, **from_pretrained: Any) -> nn.Module:
-    """``ViTMAEForPreTraining.from_pretrained`` with one-line course errors for a bad folder or hub name."""
-    cls = _transformers().ViTMAEForPreTraining
+# The from_pretrained arguments that say where the files come from (the config is read with them first).
+_WHERE = ("cache_dir", "revision", "local_files_only", "token", "force_download", "proxies", "subfolder")
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _load(source: str | Path, **from_pretrained: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """``ViTMAEForPreTraining.from_pretrained`` of a folder or hub name, and our settings for it: its config
+    is read and checked first, so a crafted one never builds a model; any failure is one CheckpointError."""
+    transformers = _transformers()
     path = Path(source).expanduser()
     if path.is_dir():
-        try:
-            return cls.from_pretrained(path, **from_pretrained)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load {path} as a ViTMAE: {str(e).splitlines()[0]}") from None
-    if path.exists() or str(source).startswith((".", "/", "~")):
+        where, failed, hint = path, f"cannot load {path} as a ViTMAE", ""
+    elif path.exists() or str(source).startswith((".", "/", "~")):
         raise CheckpointError(f"{source} is not a folder made with save_pretrained, nor a hub name like facebook/vit-mae-base")  # fmt: skip
-    from_pretrained.setdefault("local_files_only", _offline())  # no network retries when offline
+    else:
+        from_pretrained.setdefault("local_files_only", _offline())  # no network retries when offline
+        where, failed = str(source), f"cannot load {str(source)!r} from the Hugging Face hub (offline?)"
+        hint = "; pass a local folder made with save_pretrained"
+    try:  # transformers raises many types for a bad folder: OSError, ValueError, SafetensorError, RuntimeError ...
+        config = transformers.ViTMAEConfig.from_pretrained(
+            where, **{k: v for k, v in from_pretrained.items() if k in _WHERE}
+        )
+    except Exception as e:
+        raise CheckpointError(f"{failed}: {_first_line(e)}{hint}") from None
+    settings = settings_from_transformers(config)
     try:
-        return cls.from_pretrained(str(source), **from_pretrained)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(
-            f"cannot load {str(source)!r} from the Hugging Face hub (offline?): {str(e).splitlines()[0]}; "
-            f"pass a local folder made with save_pretrained"
-        ) from None
+        return transformers.ViTMAEForPreTraining.from_pretrained(where, config=config, **from_pretrained), settings
+    except Exception as e:
+        raise CheckpointError(f"{failed}: {_first_line(e)}{hint}") from None
 
 
 def from_transformers(source: Any, **from_pretrained: Any) -> MaskedAutoencoder:
@@ -255,16 +280,20 @@ def from_transformers(source: Any, **from_pretrained: Any) -> MaskedAutoencoder:
         when one exists. The transformers ``mask_ratio`` is the source's config, not the model's:
         pass ``model(imgs, mask_ratio=hf.config.mask_ratio)``. A config that says
         ``layer_norm_eps=1e-12`` (the hub's, for weights trained with 1e-6) gets our 1e-6;
-        other differences we cannot compute (activation, eps, no qkv bias) raise CheckpointError.
+        other differences we cannot compute (activation, eps, no qkv bias), settings out of
+        bounds and folders that do not load raise CheckpointError.
     """
     transformers = _transformers()
-    hf_model = source if isinstance(source, nn.Module) else _load(source, **from_pretrained)
-    if not isinstance(hf_model, transformers.ViTMAEForPreTraining):
-        raise CheckpointError(f"from_transformers takes a ViTMAEForPreTraining, got {type(hf_model).__name__}")
-    model = _build(settings_from_transformers(hf_model.config))
+    if isinstance(source, nn.Module):
+        if not isinstance(source, transformers.ViTMAEForPreTraining):
+            raise CheckpointError(f"from_transformers takes a ViTMAEForPreTraining, got {type(source).__name__}")
+        hf_model, settings = source, settings_from_transformers(source.config)
+    else:
+        hf_model, settings = _load(source, **from_pretrained)
+    model = _build(settings)
     hf_weights = hf_model.state_dict()
     names = transformers_names(model.state_dict(), hf_weights)
-    model.load_state_dict({key: torch.cat([hf_weights[n] for n in hf_names]) for key, hf_names in names.items()})
+    load_weights(model, {key: torch.cat([hf_weights[n] for n in hf_names]) for key, hf_names in names.items()})
     return _like(model, hf_model)
 
 

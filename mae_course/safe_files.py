@@ -33,7 +33,9 @@ def temporary_name(path: Path) -> Path:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, rename it into place.
 
-    An OSError (a full or read-only disk) names ``path``; the previous file stays as it was.
+    An OSError (a full or read-only disk) names ``path``, also when the writer turned it into an error
+    of its own (torch's zip writer raises "RuntimeError: ... unexpected pos"); the previous file stays
+    as it was.
     """
     path = Path(path)
     tmp = temporary_name(path)
@@ -43,10 +45,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+    except Exception as e:
+        cause = next((c for c in _causes(e) if isinstance(c, OSError)), None)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from or while handling, innermost last."""
+    chain = [error]
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and inner not in chain:
+        chain.append(inner)
+    return chain
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -18,7 +18,8 @@ What the staging does:
   version, the language switch) after its title;
 - a widget, which a static page cannot run, is shown as a snapshot image from ``book/snapshots/``;
 - links to files of the repository become links to them on GitHub; links between lessons and
-  from the README to a lesson become links between pages.
+  from the README to a lesson become links between pages; a local image is copied beside the
+  pages (``_repository/<its path>``); a link or image to a file that is not there stops the build.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 # JupyterLab with headless Chromium by scripts/snapshot_widgets.py.
 SNAPSHOTS = {("06_seeing", "explorer.widget"): "06_explorer.png"}
 
-_LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # a markdown link target: [text](target)
+_LINK = re.compile(
+    r"(!\[[^\]]*\]\(|\]\()([^)\s]+)(\))"
+)  # a markdown image or link target: ![alt](target), [text](target)
+LOCAL_IMAGES = "_repository"  # where a lesson's own images are copied, beside the staged pages (their repository paths)
 
 
 @dataclass(frozen=True)
@@ -113,21 +117,53 @@ def link_target(target: str, here: str, lessons: set[str], url: str) -> str:
     if re.match(r"^[a-z]+:|^#|^/", target):
         return target
     path, _, anchor = target.partition("#")
-    resolved = (Path(here).parent / path).as_posix()
-    resolved = "/".join(p for p in Path(resolved).parts if p != ".")
-    while "/../" in f"/{resolved}/":  # normalise a/b/../c without touching the file system
-        resolved = re.sub(r"(^|/)[^/]+/\.\.(/|$)", r"\1", resolved, count=1)
+    resolved = repository_path(path, here, target, "link")
     anchor = f"#{anchor}" if anchor else ""
     parts = resolved.split("/")
     if parts[-1] in lessons and parts[0] in ("notebooks", "solutions") and len(parts) <= 3:
         if parts[1:-1] == here.split("/")[1:-1]:  # the same edition
             return parts[-1] + anchor
         return f"{site_url(url)}/{'/'.join(parts[1:-1] + [Path(parts[-1]).stem])}.html{anchor}"
+    if not (ROOT / resolved).exists():
+        raise SystemExit(f"{here}: broken link {target} (no file {resolved})")
     return f"{url}/blob/main/{resolved}{anchor}"
 
 
-def rewrite_links(text: str, here: str, lessons: set[str], url: str) -> str:
-    return _LINK.sub(lambda m: m.group(1) + link_target(m.group(2), here, lessons, url) + m.group(3), text)
+def repository_path(path: str, here: str, target: str, what: str) -> str:
+    """The repository path of ``path``, relative to the file ``here`` (normalised without the file system)."""
+    parts: list[str] = []
+    for part in Path(Path(here).parent, path).parts:
+        if part == "..":
+            if not parts:
+                raise SystemExit(f"{here}: broken {what} {target} (outside the repository)")
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return "/".join(parts)
+
+
+def image_target(target: str, here: str, images: dict[str, Path] | None) -> str:
+    """Where an image of the file ``here`` is on the site: a local one is copied beside the pages (a
+    GitHub page of it is HTML, not an image) and must exist; a remote one stays where it is."""
+    if re.match(r"^[a-z]+:|^/", target):
+        return target
+    resolved = repository_path(target, here, target, "image")
+    if not (ROOT / resolved).is_file():
+        raise SystemExit(f"{here}: broken image {target} (no file {resolved})")
+    if images is not None:
+        images[resolved] = ROOT / resolved
+    return f"{LOCAL_IMAGES}/{resolved}"
+
+
+def rewrite_links(text: str, here: str, lessons: set[str], url: str, images: dict[str, Path] | None = None) -> str:
+    """``text`` with its links and images pointed at the site; the local images to copy are added to ``images``."""
+
+    def rewrite(m: re.Match) -> str:
+        opening, target = m.group(1), m.group(2)
+        new = image_target(target, here, images) if opening.startswith("!") else link_target(target, here, lessons, url)
+        return opening + new + m.group(3)
+
+    return _LINK.sub(rewrite, text)
 
 
 def run_it_yourself(edition: Edition, name: str, url: str) -> str:
@@ -155,7 +191,8 @@ def snapshot_output(image: Path) -> nbformat.NotebookNode:
     )
 
 
-def stage_lesson(edition: Edition, path: Path, lessons: set[str], url: str) -> nbformat.NotebookNode:
+def stage_lesson(edition: Edition, path: Path, lessons: set[str], url: str,
+                 images: dict[str, Path] | None = None) -> nbformat.NotebookNode:  # fmt: skip
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if HEADER_TAG not in c.metadata.get("tags", [])]
     if not nb.cells or not nb.cells[0].source.startswith("# "):
@@ -163,7 +200,7 @@ def stage_lesson(edition: Edition, path: Path, lessons: set[str], url: str) -> n
     here = path.relative_to(ROOT).as_posix()
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = rewrite_links(cell.source, here, lessons, url)
+            cell.source = rewrite_links(cell.source, here, lessons, url, images)
     box = nbformat.v4.new_markdown_cell(run_it_yourself(edition, path.name, url))
     box.id = f"{path.stem.split('_')[0]}-run-it-yourself"
     nb.cells.insert(1, box)
@@ -209,21 +246,23 @@ def stage(edition: Edition, src: Path) -> list[str]:
     if src.exists():
         shutil.rmtree(src)
     src.mkdir(parents=True)
+    images: dict[str, Path] = {}  # repository path -> file, of every local image the pages show
     for path in paths:
         source = SOLUTIONS / edition.folder / path.name
-        nbformat.write(stage_lesson(edition, source, lessons, url), src / path.name)
+        nbformat.write(stage_lesson(edition, source, lessons, url, images), src / path.name)
     toctree = "\n".join(p.stem for p in paths)
     caption = "Lessons" if edition.lang == "en" else "课程"
     if edition.lang == "en":
         home, reference = readme_parts()
-        home = rewrite_links(home, "README.md", lessons, url)
+        home = rewrite_links(home, "README.md", lessons, url, images)
         reference = "# Reference: the commands and the package\n\n" + rewrite_links(
-            reference, "README.md", lessons, url
+            reference, "README.md", lessons, url, images
         )
         (src / "reference.md").write_text(reference)
         extra = "\n```{toctree}\n:hidden:\n:caption: Practitioners\n:maxdepth: 1\n\nreference\n```\n"
     else:
-        home = rewrite_links(translated_home(edition.lang), f"translations/{edition.lang}/README.md", lessons, url)
+        home = rewrite_links(translated_home(edition.lang), f"translations/{edition.lang}/README.md", lessons, url,
+                             images)  # fmt: skip
         extra = ""
     home += f"\n```{{toctree}}\n:hidden:\n:caption: {caption}\n:maxdepth: 1\n\n{toctree}\n```\n"
     (src / f"{explorer.PAGE}.md").write_text(explorer.page(edition.lang))
@@ -231,6 +270,9 @@ def stage(edition: Edition, src: Path) -> list[str]:
         explorer.home_note(edition.lang) + f"\n```{{toctree}}\n:hidden:\n:maxdepth: 1\n\n{explorer.PAGE}\n```\n" + extra
     )
     (src / "index.md").write_text(home)
+    for resolved, file in images.items():
+        (src / LOCAL_IMAGES / resolved).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, src / LOCAL_IMAGES / resolved)
     return [p.stem for p in paths]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 
 from mae_course.checks import STUB_MARKER
-from translations import HEADER_TAG, LANGUAGES, translated
+from translations import HEADER_TAG, LANGUAGES, read_notebook, translated
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "notebooks"
@@ -113,7 +113,7 @@ def expected_files() -> dict[Path, str]:
     both again in every translated edition (scripts/translations.py)."""
     url, files = homepage(), {}
     for path in sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb")):
-        english = nbformat.read(path, as_version=4)
+        english = read_notebook(path)  # a byte that is not UTF-8: one line naming it
         editions = {"": english, **{lang: translated(english, lang, path.stem) for lang in LANGUAGES}}
         for lang, edition in editions.items():  # "" is English, in solutions/ and notebooks/ themselves
             sub = f"/{lang}" if lang else ""
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report out-of-date files and exit 1; write nothing")
     args = parser.parse_args(argv)
     files = expected_files()
-    stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+    stale = [p for p, text in files.items() if not p.exists() or p.read_bytes() != text.encode()]
     extra = sorted(lesson_files() - set(files))
     if args.check:
         for path in stale + extra:

@@ -41,6 +41,45 @@ UNTRANSLATED = {
 }
 
 
+def shown(path: Path) -> str:
+    """``path`` as the messages show it: relative to the repository when it is inside."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 file's text; a byte that is not UTF-8 stops the tool with one line naming the place."""
+    data = path.read_bytes()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SystemExit(
+            f"{shown(path)} is not UTF-8: byte 0x{data[e.start]:02x} at line {line}, column {column}"
+        ) from None
+
+
+def read_notebook(path: Path):
+    return nbformat.reads(read_text(path), as_version=4)
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
+def unclosed_fence(markdown: str) -> int | None:
+    """The index of the line that opens a code fence (``` or ~~~) the text never closes, or None."""
+    opened = None
+    for i, line in enumerate(markdown.split("\n")):
+        fence = _FENCE.match(line)
+        if fence is None:
+            continue
+        if opened is None:
+            opened = (i, fence.group(1))
+        elif fence.group(1)[0] == opened[1][0] and len(fence.group(1)) >= len(opened[1]) and not fence.group(2).strip():
+            opened = None
+    return opened[0] if opened else None
+
+
 def source_hash(text: str) -> str:
     """The first 16 hex digits of the SHA-256 of a cell's English source."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -65,13 +104,19 @@ def read_translation(path: Path) -> dict[str, Block]:
     """Cell id -> its translated block; an empty dict if there is no file yet."""
     if not path.exists():
         return {}
-    text = path.read_text()
-    parts = _BLOCK.split(text)  # [preamble, id, sha, text, id, sha, text, ...]
+    text = read_text(path)
+    heads = list(_BLOCK.finditer(text))
     blocks: dict[str, Block] = {}
-    for i in range(1, len(parts), 3):
-        cell_id, sha, body = parts[i], parts[i + 1], parts[i + 2]
+    for head, after in zip(heads, [*heads[1:], None], strict=True):
+        cell_id, sha = head.groups()
+        body = text[head.end() : after.start() if after else len(text)]
         if cell_id in blocks:
-            raise SystemExit(f"{path.relative_to(ROOT)}: cell {cell_id} is translated twice")
+            raise SystemExit(f"{shown(path)}: cell {cell_id} is translated twice")
+        if (at := unclosed_fence(body)) is not None:  # the rest of the cell would render as code
+            line = text.count("\n", 0, head.end()) + at + 1
+            raise SystemExit(
+                f"{shown(path)}: cell {cell_id} opens a code fence (```) at line {line} and never closes it"
+            )
         blocks[cell_id] = Block(sha, body.strip("\n"))
     return blocks
 
@@ -100,7 +145,7 @@ def soft_breaks(markdown: str) -> list[str]:
 
 def problems(lang: str, path: Path) -> list[str]:
     """What is missing, stale or left over in the translation of one English solution."""
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     where = translation_path(lang, path.stem).relative_to(ROOT)
     blocks = read_translation(translation_path(lang, path.stem))
     found = []
@@ -142,14 +187,14 @@ def translated(solution, lang: str, stem: str):
 
 def skeleton(lang: str, path: Path) -> int:
     """Append every untranslated cell of ``path``, in English with its hash, to its translation file."""
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     out = translation_path(lang, path.stem)
     blocks = read_translation(out)
     missing = [c for c in translatable(nb) if c.id not in blocks]
     if not missing:
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = out.read_text() if out.exists() else f"<!-- {LANGUAGES[lang]}: solutions/{path.name} -->\n"
+    text = read_text(out) if out.exists() else f"<!-- {LANGUAGES[lang]}: solutions/{path.name} -->\n"
     for cell in missing:
         text += f"\n<!-- {cell.id} sha256:{source_hash(cell.source)} -->\n{cell.source}\n"
     out.write_text(text)
@@ -161,7 +206,7 @@ def skeleton(lang: str, path: Path) -> int:
 
 def glossary(lang: str) -> dict[str, str]:
     """English term -> the edition's term, from the table in translations/<lang>/glossary.md."""
-    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", (TRANSLATIONS / lang / "glossary.md").read_text(), re.M)
+    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", read_text(TRANSLATIONS / lang / "glossary.md"), re.M)
     return {en: term for en, term in rows if en != "English" and not set(en) <= {"-"}}
 
 
@@ -173,7 +218,7 @@ def first_use_problems(lang: str, stem: str) -> list[str]:
     blocks = read_translation(translation_path(lang, stem))
     english = SOLUTIONS / f"{stem}.ipynb"
     if english.exists():  # in the lesson's order, whatever the file's order
-        order = [c.id for c in translatable(nbformat.read(english, as_version=4))]
+        order = [c.id for c in translatable(read_notebook(english))]
         blocks = {i: blocks[i] for i in sorted(blocks, key=lambda i: order.index(i) if i in order else len(order))}
     text = "\n".join(b.text for b in blocks.values())
     text = re.sub(r"`[^`\n]*`|\]\([^)]*\)", lambda m: " " * len(m.group()), text)  # code and link targets

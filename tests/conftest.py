@@ -168,3 +168,10 @@ def book_site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     build_book.build(out)  # raises SystemExit on any Sphinx warning
     return out / "html"
+
+
+def float_tiff(path: Path, value: float, size: tuple[int, int] = (48, 40)) -> Path:
+    """A 32-bit float grayscale TIFF of one ``value``; PIL opens it as mode F."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size[::-1], value, dtype=np.float32), mode="F").save(path)
+    return path

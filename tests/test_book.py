@@ -246,3 +246,56 @@ def test_a_stale_translation_of_the_explorer_page_stops_the_build(monkeypatch, t
     monkeypatch.setattr(explorer, "EXPLORER", tmp_path)
     with pytest.raises(SystemExit, match="does not translate the current book/explorer/page.md"):
         explorer.page("zh")
+
+
+# ---------------------------------------------------------------------------------------- images and links of a lesson
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.fixture
+def repository(tmp_path, monkeypatch):
+    """``write(markdown)``: a repository whose one lesson, solutions/99_tiny.ipynb, holds ``markdown``;
+    a figure lies beside it, in solutions/figures/."""
+    import nbformat
+
+    monkeypatch.setattr(build_book, "ROOT", tmp_path)
+    monkeypatch.setattr(build_book, "SOLUTIONS", tmp_path / "solutions")
+    (tmp_path / "solutions" / "figures").mkdir(parents=True)
+    (tmp_path / "solutions" / "figures" / "fig.png").write_bytes(PNG)
+    (tmp_path / "README.md").write_text(
+        f"# Home\n\n[lesson](solutions/99_tiny.ipynb)\n{build_book.REFERENCE_MARK}\n## Ref\n"
+    )
+
+    def write(markdown: str) -> Path:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell("# Lesson 99"), nbformat.v4.new_markdown_cell(markdown)]
+        nb.cells[0].id, nb.cells[1].id = "l99-00", "l99-01"
+        nbformat.write(nb, tmp_path / "solutions" / "99_tiny.ipynb")
+        return tmp_path / "solutions" / "99_tiny.ipynb"
+
+    return write
+
+
+def test_a_local_image_is_copied_onto_the_site_not_linked_to_github(repository, tmp_path):
+    """The image became a link to its GitHub blob page (an HTML page, not an image): a broken image."""
+    repository("A figure: ![the figure](figures/fig.png), and [the same file](figures/fig.png).")
+    build_book.stage(build_book.EDITIONS["en"], tmp_path / "src")
+    source = json.loads((tmp_path / "src" / "99_tiny.ipynb").read_text())["cells"][-1]["source"]
+    source = "".join(source) if isinstance(source, list) else source
+    assert "![the figure](_repository/solutions/figures/fig.png)" in source  # copied beside the page
+    assert f"[the same file]({URL}/blob/main/solutions/figures/fig.png)" in source  # a link still goes to GitHub
+    assert (tmp_path / "src" / "_repository" / "solutions" / "figures" / "fig.png").read_bytes() == PNG
+
+
+@pytest.mark.parametrize("markdown, complaint", [
+    ("![gone](figures/missing.png)", "solutions/99_tiny.ipynb: broken image figures/missing.png"),
+    ("[gone](../mae_course/no_such_module.py)", "solutions/99_tiny.ipynb: broken link ../mae_course/no_such_module.py"),
+    ("[gone](98_no_such_lesson.ipynb#top)", "solutions/99_tiny.ipynb: broken link 98_no_such_lesson.ipynb#top"),
+    ("![outside](../../etc/hostname)", "solutions/99_tiny.ipynb: broken image ../../etc/hostname (outside the repository)"),
+])  # fmt: skip
+def test_a_missing_image_or_linked_file_stops_the_build(repository, tmp_path, markdown, complaint):
+    lesson = repository(markdown)
+    with pytest.raises(SystemExit, match=re.escape(complaint)):
+        build_book.stage_lesson(build_book.EDITIONS["en"], lesson, {lesson.name}, URL)

@@ -197,3 +197,69 @@ def test_a_broken_safetensors_checkpoint_is_one_line_on_the_command_line(tmp_pat
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and "\r" not in line]
     assert len(lines) == 1 and "is not a safetensors file" in lines[0] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.float8_e4m3fn, torch.complex64])
+def test_weights_of_another_kind_of_number_are_refused_not_cast(tiny_model, dtype):
+    """bool, integer, fp8 or complex tensors were cast silently into the float32 model."""
+    model = tiny_model()
+    sd = model.state_dict()
+    weight = sd["blocks.0.mlp.fc1.weight"]
+    sd["blocks.0.mlp.fc1.weight"] = weight.to(dtype)
+    with pytest.raises(CheckpointError, match=rf"wrong dtype: blocks.0.mlp.fc1.weight \(checkpoint {dtype}, model "
+                                              r"torch.float32; weights are float16, bfloat16, float32 or float64\)"):  # fmt: skip
+        load_weights(model, sd)
+    for fine in (torch.float16, torch.bfloat16, torch.float64):
+        load_weights(model, {**sd, "blocks.0.mlp.fc1.weight": weight.to(fine)})
+
+
+def test_damaged_bytes_inside_a_pth_file_are_found_before_it_is_loaded(tmp_path):
+    """torch.load does not check the zip's CRC-32s: damaged tensor bytes loaded as NaN or garbage weights."""
+    path = tmp_path / "checkpoint-last.pth"
+    weights = torch.arange(4096, dtype=torch.float32)
+    atomic_save({"model": {"w": weights}, "epoch": 3}, path)
+    data = bytearray(path.read_bytes())
+    at = data.find(weights.numpy().tobytes()[:256])
+    data[at + 1000 : at + 1004] = b"\xff\xff\xff\xff"  # a NaN, where the tensor's bytes are
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=r"is damaged: its part \S+/data/0 does not match its CRC-32") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_pth_file_written_without_crc32s_still_loads(tmp_path):
+    """torch.serialization.set_crc32_options(False) writes zeros for the CRC-32s: nothing to check."""
+    torch.serialization.set_crc32_options(False)
+    try:
+        atomic_save({"model": {"w": torch.ones(3)}}, tmp_path / "no_crc.pth")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert torch.equal(load_checkpoint(tmp_path / "no_crc.pth")["model"]["w"], torch.ones(3))
+
+
+def test_damaged_tensor_bytes_in_a_safetensors_file_are_found(tmp_path):
+    """A damaged model.safetensors loaded NaN weights: its tensors now carry a checksum in the header."""
+    path = tmp_path / "model.safetensors"
+    save_weights({"w": torch.ones(1000), "b": torch.zeros(3)}, {"model": {}}, path, config_json=False)
+    with safe_open(str(path), framework="pt") as f:
+        assert len(f.metadata()["tensors_sha256"]) == 64
+    data = bytearray(path.read_bytes())
+    data[-100:-96] = b"\xff\xff\xff\xff"  # inside the tensor data: a NaN
+    path.write_bytes(data)
+    with pytest.raises(
+        CheckpointError, match="is damaged: its tensors do not match the checksum in its header"
+    ) as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_safetensors_files_without_a_checksum_load_as_before(tmp_path):
+    """Files written before the checksum, or by other tools, have none: they load unchecked."""
+    shipped = sorted((pathlib.Path(__file__).resolve().parents[1] / "data" / "checkpoints").glob("*.safetensors"))
+    assert shipped
+    for path in shipped:
+        with safe_open(str(path), framework="pt") as f:
+            assert "tensors_sha256" not in (f.metadata() or {})
+        assert load_model(path).config["name"] == "mae_vit_mini_patch4_32"
+    safetensors.torch.save_file({"w": torch.ones(2)}, tmp_path / "other.safetensors")
+    assert torch.equal(load_checkpoint(tmp_path / "other.safetensors")["model"]["w"], torch.ones(2))

@@ -3,6 +3,7 @@ crafted checkpoints. Each case here was a traceback (or a silent wrong value) be
 
 import builtins
 import errno
+import io
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from mae_course.checkpoint import load_checkpoint
 from mae_course.cli import main
 from mae_course.errors import CheckpointError, DataError
 from mae_course.train.pretrain import PretrainConfig, pretrain
-from tests.conftest import TINY_OVERRIDES, bomb_png, sixteen_bit_png, write_images
+from tests.conftest import TINY_OVERRIDES, bomb_png, float_tiff, sixteen_bit_png, write_images
 
 SMALL = ["--subset", "64", "--batch-size", "32", "--epochs", "1", "--device", "cpu"]
 TINY = json.dumps(TINY_OVERRIDES)
@@ -82,6 +83,46 @@ def test_a_file_where_a_folder_should_be_is_one_line(command, tmp_path, capsys, 
     assert re.search(r"not a folder|File exists|Not a directory|is a file", one_line_error(capsys, command))
 
 
+@pytest.mark.parametrize("command", ["pretrain", "linprobe", "finetune"])  # segment plans as they do (classify)
+def test_a_min_lr_above_the_peak_lr_is_one_line(command, tmp_path, capsys):
+    """The cosine then rose instead of decaying: the loss went from 2.2 to 48."""
+    argv = [command, "--output-dir", str(tmp_path / "out"), *SMALL, "--min-lr", "10"]
+    assert main(argv) == 2
+    assert re.search(r"min lr 10 is above the peak lr [\d.e-]+ \(--blr [\d.e-]+ x effective batch 32 / 256\)",
+                     one_line_error(capsys, command))  # fmt: skip
+    assert main([*argv, "--lr", "0.001"]) == 2
+    assert "min lr 10 is above the peak lr 0.001 (--lr)" in one_line_error(capsys, command)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_disk_that_fills_up_inside_torch_save_is_one_line(tmp_path, capsys, monkeypatch):
+    """torch's zip writer turned the OSError into 'RuntimeError ... unexpected pos': a traceback."""
+    from mae_course import safe_files
+
+    class FullDisk(io.FileIO):  # takes the first 4 KB, then is full
+        def write(self, data):
+            if self.tell() + len(data) > 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
+
+    opened = []
+
+    def filling_up(file, mode="r", *args, **kwargs):
+        if ".checkpoint-last.pth.tmp-" in str(file):
+            opened.append(file)
+            if len(opened) == 2:  # the second checkpoint: the disk is full
+                return FullDisk(file, "w")
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(safe_files, "open", filling_up, raising=False)
+    args = ["pretrain", "--output-dir", str(tmp_path), "--subset", "32", "--batch-size", "32", "--epochs", "3",
+            "--model-overrides", TINY, "--vis-images", "0", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 2
+    assert f"{tmp_path / 'checkpoint-last.pth'}: No space left on device" in one_line_error(capsys, "pretrain")
+    assert load_checkpoint(tmp_path / "checkpoint-last.pth")["epoch"] == 1  # the old one, intact
+    assert not list(tmp_path.glob(".*.tmp-*"))
+
+
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     args = ["pretrain", "--output-dir", str(tmp_path), "--subset", "64", "--batch-size", "32", "--epochs", "3",
             "--model-overrides", TINY, "--vis-images", "0", "--device", "cpu"]  # fmt: skip
@@ -118,6 +159,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
         (["evaluate", "--only", "nosuch"], "--only names no planned run: nosuch; the runs are linprobe, finetune"),
         (["sweep", "--ablation", "decoder_depth", "--values", "x"], "decoder_depth takes int values, got 'x'"),
         (["linprobe", "--num-workers", "-1"], "num workers must be >= 0, got -1"),
+        (["pretrain", "--seed", str(10**20)], f"seed must be an integer from 0 to {2**32 - 1}, got {10**20}"),
+        (["finetune", "--seed", "-1"], f"seed must be an integer from 0 to {2**32 - 1}, got -1"),
+        (["pretrain", "--image-size", "100000"], "image size must be at most 4096 pixels, got 100000"),
+        (["linprobe", "--image-size", "100000"], "image size must be at most 4096 pixels, got 100000"),
+        (["pretrain", "--vis-images", "100000"], "vis images must be from 0 to 64, got 100000"),
+        (["pretrain", "--model-overrides", '{"embed_dim": 1099511627776}'],
+         "model setting embed_dim must be at most 16384, got 1099511627776"),
+        (["pretrain", "--image-size", "2048"], "image size 2048 with patch size 4 makes 262144 patches, more than 65536"),
     ],
 )  # fmt: skip
 def test_bad_values_are_one_line(args, message, tmp_path, capsys):
@@ -179,6 +228,18 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     image = np.asarray(open_rgb(str(sixteen_bit_png(tmp_path / "deep.png", value=32768))))
     assert image.shape == (40, 48, 3) and image.mean() == 128  # was 255: convert("RGB") clips I;16
     assert np.asarray(open_rgb(str(sixteen_bit_png(tmp_path / "dark.png", value=1000)))).mean() == 3
+
+
+def test_float_images_are_scaled_not_black(tmp_path):
+    """A float32 TIFF (mode F) of values in [0, 1] trained as an all-black image."""
+    from mae_course.data.image_files import open_rgb
+
+    assert np.asarray(open_rgb(str(float_tiff(tmp_path / "unit.tiff", 0.25)))).mean() == 64  # [0, 1]: x 255
+    assert np.asarray(open_rgb(str(float_tiff(tmp_path / "levels.tiff", 200.0)))).mean() == 200  # [0, 255] as it is
+    for value in (-0.5, 300.0, float("nan")):
+        path = float_tiff(tmp_path / f"bad{value}.tiff", value)
+        with pytest.raises(DataError, match=f"cannot read image {path}: float pixel values from .* expected 0 to 1"):
+            open_rgb(str(path))
 
 
 def test_the_number_of_workers_is_capped_at_the_cores(capsys):
@@ -246,6 +307,69 @@ def test_a_crafted_checkpoint_is_one_line_when_resumed(change, finished_run, tmp
             "--model-overrides", TINY, "--device", "cpu"]  # fmt: skip
     assert main(args) == 2
     assert "checkpoint" in one_line_error(capsys, "pretrain")
+
+
+def test_damaged_bytes_inside_a_checkpoint_are_one_line_not_a_nan_loss(finished_run, tmp_path, capsys):
+    """Random bytes in checkpoint-last.pth resumed, then stopped with "the loss became nan, try a lower --blr"."""
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "checkpoint-last.pth"
+    data = bytearray((finished_run / "checkpoint-last.pth").read_bytes())
+    weights = load_checkpoint(finished_run / "checkpoint-last.pth")["model"]["blocks.0.mlp.fc1.weight"]
+    at = data.find(weights.numpy().tobytes()[:256])
+    data[at + 64 : at + 72] = os.urandom(8)
+    path.write_bytes(data)
+    args = ["pretrain", "--output-dir", str(tmp_path / "run"), "--resume", *SMALL[:4], "--epochs", "2",
+            "--model-overrides", TINY, "--device", "cpu"]  # fmt: skip
+    assert main(args) == 2
+    assert f"{path} is damaged: its part " in one_line_error(capsys, "pretrain")
+
+
+CRAFTED_MODELS = [
+    ({"patch_size": 0}, "model setting patch_size must be a positive integer, got 0"),
+    ({"depth": -1}, "model setting depth must be a positive integer, got -1"),
+    ({"embed_dim": 2**40}, f"model setting embed_dim must be at most 16384, got {2**40}"),
+    ({"depth": 10**9}, f"model setting depth must be at most 256, got {10**9}"),
+    ({"mlp_ratio": 1e300}, "model setting mlp_ratio must be at most 64, got 1e+300"),
+    ({"embed_dim": 16384, "num_heads": 16, "depth": 256}, "billion parameters, more than 5 billion"),
+]
+
+
+def test_the_size_bound_counts_what_a_model_holds():
+    from mae_course import build_model
+    from mae_course.model.registry import parameter_count
+    from mae_course.model.vit import encoder_settings, vit_from_mae
+
+    for name in ("mae_vit_mini_patch4_32", "mae_vit_tiny_patch8_64"):
+        mae = build_model(name)
+        for model, settings in ((mae, mae.config), (vit_from_mae(mae.config, 0), encoder_settings(mae.config))):
+            held = sum(t.numel() for t in model.state_dict().values())
+            assert abs(parameter_count(settings) / held - 1) < 1e-3, (name, type(model).__name__)
+
+
+@pytest.mark.parametrize("change, message", CRAFTED_MODELS)
+def test_a_crafted_model_config_is_refused_before_a_model_is_built(change, message, tmp_path, capsys, monkeypatch):
+    """patch_size 0 was a ZeroDivisionError, depth -1 a traceback, embed_dim 2^40 and depth 1e9 ate the memory."""
+    from mae_course import load_model
+    from mae_course.checkpoint import save_weights
+    from mae_course.evaluation.segment import load_segmenter
+    from mae_course.model.patches import PatchEmbed
+    from mae_course.model.registry import MODEL_CONFIGS
+
+    monkeypatch.setattr(PatchEmbed, "__init__", lambda *a, **k: pytest.fail("began to build a model"))  # both do
+    mini = {**MODEL_CONFIGS["mae_vit_mini_patch4_32"], **change}
+    path = tmp_path / "model.safetensors"
+    save_weights({"w": torch.zeros(1)}, {"model": {**mini, "name": "mae_vit_mini_patch4_32"}}, path, config_json=False)
+    with pytest.raises(CheckpointError, match=f"{path} holds a model config that .*{re.escape(message)}"):
+        load_model(path)
+    for command in ("linprobe", "finetune"):  # an encoder, loaded into the classifier
+        assert main([command, "--checkpoint", str(path), "--output-dir", str(tmp_path / command), *SMALL]) == 2
+        assert f"{path} holds a model config that " in one_line_error(capsys, command)
+    segmenter = tmp_path / "segmenter.safetensors"
+    encoder = {k: v for k, v in mini.items() if not k.startswith("decoder")}
+    save_weights({"w": torch.zeros(1)}, {"classifier": {**encoder, "num_classes": 3, "task": "segmentation"}},
+                 segmenter, config_json=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match=f"{segmenter} holds a model config that .*{re.escape(message)}"):
+        load_segmenter(str(segmenter))
 
 
 def test_load_model_speaks_of_the_checkpoint(tmp_path):

@@ -1,6 +1,10 @@
 """Interop with Hugging Face transformers and timm, both ways: the same weights give the same outputs."""
 
+import json
+from pathlib import Path
+
 import pytest
+import safetensors.torch
 import torch
 
 from mae_course import MaskedAutoencoder, build_model
@@ -93,6 +97,60 @@ def test_a_save_pretrained_folder_loads(tmp_path):
         assert_same_state(ours, from_transformers(source))
     with pytest.raises(CheckpointError, match="not a folder made with save_pretrained"):
         from_transformers(tmp_path / "missing")
+
+
+CRAFTED_CONFIGS = {  # a change to a save_pretrained folder's config.json -> what the one line says
+    "patch_size 0": ({"patch_size": 0}, "model setting patch_size must be a positive integer, got 0"),
+    "hidden_size 0": ({"hidden_size": 0}, "model setting embed_dim must be a positive integer, got 0"),
+    "no attention heads": ({"num_attention_heads": 0}, "model setting num_heads must be a positive integer, got 0"),
+    "3 heads for 128": ({"num_attention_heads": 3}, "embed_dim=128 is not divisible by num_heads=3"),
+    "depth -1": ({"num_hidden_layers": -1}, "model setting depth must be a positive integer, got -1"),
+    "depth 1e9": ({"num_hidden_layers": 10**9}, f"model setting depth must be at most 256, got {10**9}"),
+    "width 2^40": ({"hidden_size": 2**40, "intermediate_size": 2**42}, f"embed_dim must be at most 16384, got {2**40}"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED_CONFIGS))
+def test_a_crafted_save_pretrained_config_is_refused_before_a_model_is_built(tmp_path, monkeypatch, name):
+    """They were a ZeroDivisionError, a RuntimeError, a misleading mapping error, or a hang (depth 1e9)."""
+    transformers = pytest.importorskip("transformers")
+    change, message = CRAFTED_CONFIGS[name]
+    to_transformers(build_model("mae_vit_mini_patch4_32")).save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, **change}))
+    monkeypatch.setattr(transformers.ViTMAEForPreTraining, "from_pretrained", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(
+        CheckpointError, match=f"cannot convert this ViTMAE to the course's model: .*{message}"
+    ) as error:
+        from_transformers(tmp_path / "hf")
+    assert "\n" not in str(error.value)
+
+
+def damage_weights(folder: Path) -> None:
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[10:30] = b"x" * 20  # the header
+    (folder / "model.safetensors").write_bytes(data)
+
+
+def misshape_weights(folder: Path) -> None:
+    weights = safetensors.torch.load_file(folder / "model.safetensors")
+    weights[sorted(weights)[0]] = torch.zeros(3)
+    safetensors.torch.save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def mistype_config(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "patch_size": "x"}))
+
+
+@pytest.mark.parametrize("damage", [damage_weights, misshape_weights, mistype_config])
+def test_a_damaged_save_pretrained_folder_is_one_checkpoint_error(tmp_path, damage):
+    """A SafetensorError, a RuntimeError about mismatched sizes, or a dataclass validation error before."""
+    to_transformers(build_model("mae_vit_mini_patch4_32")).save_pretrained(tmp_path / "hf")
+    damage(tmp_path / "hf")
+    with pytest.raises(CheckpointError, match=f"cannot load {tmp_path / 'hf'} as a ViTMAE: ") as error:
+        from_transformers(tmp_path / "hf")
+    assert "\n" not in str(error.value)
 
 
 def test_a_hub_name_offline_is_one_clear_line(monkeypatch, tmp_path):

@@ -3,10 +3,12 @@ file is written again, the log has no duplicates or broken lines, and one folder
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,108 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch, i
     pretrain(cfg, on_step=on_step)
     assert first + rest == reference
     assert same_weights(tmp_path / "run", tmp_path / "ref")
+
+
+# ---------------------------------------------------------------------------------------- a folder holds one run
+
+
+def tiny_run(folder: Path, **settings) -> PretrainConfig:
+    return PretrainConfig(**{"output_dir": str(folder), "subset": 64, "batch_size": 32, "epochs": 1, "log_every": 1,
+                             "model_overrides": dict(TINY_OVERRIDES), "vis_images": 0, "device": "cpu", **settings})  # fmt: skip
+
+
+def test_an_interrupted_overwrite_leaves_nothing_of_the_old_run(tmp_path):
+    """Killed a few steps into `--overwrite`, the folder held the new config and log beside the old
+    checkpoint, weights and figures; --resume then said 'already finished' with the old weights."""
+    out = tmp_path / "run"
+    pretrain(tiny_run(out, vis_images=2))
+    old = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert {"checkpoint-last.pth", "model.safetensors", "loss.png", "reconstructions.png"} <= set(old)
+    _, on_step = recorder(stop_at=2, how="kill")  # step 1 logged, no checkpoint yet
+    with pytest.raises(SystemExit):
+        pretrain(tiny_run(out, vis_images=2, overwrite=True, epochs=2, seed=1), on_step=on_step)
+    left = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert sorted(left) == ["config.json", "log.jsonl", "reconstructions_untrained.png"]  # the new run's, only
+    assert all(left[name] != old[name] for name in left)
+    with pytest.raises(FileNotFoundError, match="nothing to resume: no checkpoint"):
+        pretrain(tiny_run(out, vis_images=2, resume="auto", epochs=2, seed=1))
+
+
+@pytest.mark.parametrize("left", ["config.json", "log.jsonl", "model.safetensors", "model.pth", "metrics.json"])
+def test_a_folder_that_lost_its_checkpoint_still_holds_a_run(tmp_path, left):
+    """Without checkpoint-last.pth, a finished folder (a finetune's metrics.json, say) was silently overwritten."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / left).write_bytes(b"the earlier run's")
+    with pytest.raises(
+        ConfigError,
+        match=f"already holds a run \\({left}, without its checkpoint-last.pth\\); pass --overwrite to start over",
+    ):
+        pretrain(tiny_run(out))
+    assert [p.name for p in out.iterdir()] == [left] and (out / left).read_bytes() == b"the earlier run's"
+
+
+# ---------------------------------------------------------------------------------------- resuming with another batch
+
+
+@pytest.fixture(scope="module")
+def stopped_at_step_2(tmp_path_factory):
+    """A run of 2 epochs x 4 steps of 32 images, uninterrupted (ref/) and stopped by Ctrl-C after step 2 (run/)."""
+    root = tmp_path_factory.mktemp("batch")
+    cfg = tiny_run(root / "ref", subset=128, epochs=2, warmup_epochs=0.5)
+    pretrain(cfg)
+    _, on_step = recorder(stop_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(replace(cfg, output_dir=str(root / "run")), on_step=on_step)
+    return cfg, root
+
+
+@pytest.mark.parametrize("change", [{"accum_iter": 2}, {"batch_size": 16}, {"batch_size": 64}, {"subset": 64}])
+def test_resuming_with_another_effective_batch_is_refused(stopped_at_step_2, tmp_path, change, capsys):
+    """--accum-iter 2 trained a whole epoch at lr 0; --batch-size 32 (from 64) restarted the warmup:
+    a step of another size does not fit the saved step count and lr schedule."""
+    cfg, root = stopped_at_step_2
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if not p.name.startswith(".")}
+    argv = ["pretrain", "--output-dir", str(run), "--resume", "--subset", str(change.get("subset", 128)),
+            "--batch-size", str(change.get("batch_size", 32)), "--accum-iter", str(change.get("accum_iter", 1)),
+            "--epochs", "2", "--warmup-epochs", "0.5", "--log-every", "1", "--vis-images", "0", "--device", "cpu",
+            "--model-overrides", json.dumps(TINY_OVERRIDES)]  # fmt: skip
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "\r" not in line]
+    assert (
+        len(err) == 1 and "cannot resume" in err[0] and "32 images per step (batch 32 x accum 1 x 1 process" in err[0]
+    )
+    assert "4 steps per epoch" in err[0] and "start over with --overwrite" in err[0], err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if not p.name.startswith(".")} == before  # nothing written
+
+
+def test_the_same_effective_batch_split_otherwise_resumes_on_schedule(stopped_at_step_2, tmp_path):
+    """--batch-size 16 --accum-iter 2 (less memory, the same 32 images per step) continues the schedule."""
+    cfg, root = stopped_at_step_2
+    shutil.copytree(root / "run", tmp_path / "run")
+    pretrain(replace(cfg, output_dir=str(tmp_path / "run"), resume="auto", batch_size=16, accum_iter=2))
+    assert records(tmp_path / "run", "step") == list(range(1, 9))
+    assert records(tmp_path / "run", "lr") == records(root / "ref", "lr")
+    assert len(records(tmp_path / "run", "train_loss")) == 2
+
+
+# ---------------------------------------------------------------------------------------- odd log lines
+
+
+def test_odd_log_lines_are_unreadable_lines_not_a_traceback(tmp_path, capsys):
+    """Non-UTF-8 bytes, or a JSON line that is not an object, stopped --resume with a traceback."""
+    from mae_course.train.run import JsonLog
+
+    out = tmp_path / "run"
+    pretrain(tiny_run(out))
+    good = (out / "log.jsonl").read_bytes()
+    with (out / "log.jsonl").open("ab") as log:
+        log.write(b'\xff\xfe{"step": 1}\n[1, 2]\n"text"\n7\n{"step": "three"}\n{"epoch": [1]}\n')
+    log = JsonLog(out / "log.jsonl")
+    assert len(log.read()) == good.count(b"\n") and log.unreadable == 6
+    capsys.readouterr()
+    pretrain(tiny_run(out, resume="auto"))
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "log.jsonl").read_bytes() == good  # the odd lines dropped, the rest kept

@@ -147,3 +147,39 @@ def test_a_line_break_between_chinese_characters_is_reported(tiny):
     )
     (problem,) = translations.problems(LANG, tiny)
     assert "breaks a line between two Chinese characters" in problem and "图像块⏎是一个向量" in problem
+
+
+def test_a_non_utf8_byte_is_one_line_naming_the_file_and_the_place(tiny, monkeypatch):
+    """status, skeleton and `make lessons` stopped with a UnicodeDecodeError traceback."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_exercises
+
+    out = translations.translation_path(LANG, "99_tiny")
+    out.write_bytes(out.read_bytes().replace("图像块".encode(), b"\xff\xfe"))
+    lines = out.read_bytes().split(b"\n")
+    line = next(i for i, text in enumerate(lines) if b"\xff" in text)
+    column = lines[line].index(b"\xff") + 1
+    where = f"line {line + 1}, column {column}"
+    with pytest.raises(SystemExit, match=rf"^translations/{LANG}/99_tiny.md is not UTF-8: byte 0xff at {where}$"):
+        translations.problems(LANG, tiny)
+    tiny.write_bytes(tiny.read_bytes().replace(b"x = 1", b"x = \xe9"))  # the English solution, saved as Latin-1
+    monkeypatch.setattr(make_exercises, "SOLUTIONS", tiny.parent)
+    monkeypatch.setattr(make_exercises, "EXERCISES", tiny.parent.parent / "notebooks")
+    with pytest.raises(SystemExit, match=r"99_tiny.ipynb is not UTF-8: byte 0xe9 at line \d+, column \d+$"):
+        make_exercises.main(["--check"])
+
+
+def test_a_block_with_an_unclosed_code_fence_is_refused(tiny):
+    """The rest of the cell would render as code; status and `make lessons` accepted it."""
+    out = translations.translation_path(LANG, "99_tiny")
+    out.write_text(out.read_text().replace("# 第 99 课 · 图像块", "# 第 99 课 · 图像块\n\n```python\nx = 1\n"))
+    line = out.read_text().splitlines().index("```python") + 1
+    message = (
+        rf"translations/{LANG}/99_tiny.md: cell l99-00 opens a code fence \(```\) at line {line} and never closes it"
+    )
+    with pytest.raises(SystemExit, match=message):
+        translations.problems(LANG, tiny)
+    with pytest.raises(SystemExit, match=message):  # what make_exercises builds the edition with
+        translations.translated(read(tiny), LANG, "99_tiny")
+    out.write_text(out.read_text().replace("x = 1\n", "x = 1\n```\n"))
+    assert translations.problems(LANG, tiny) == []

@@ -1,13 +1,16 @@
 """Lessons 05-09: reading image files safely; every decoder of the course goes through here.
 
-Image files from the wild are not always what their names say. Three cases would otherwise
+Image files from the wild are not always what their names say. Four cases would otherwise
 give a traceback or, worse, silently wrong pixels:
 
 * a file that is not an image, or a truncated one: a :class:`DataError` that names it;
 * a *decompression bomb*, a small file whose header announces an enormous image (e.g. a
   20000 x 20000 PNG): refused before it is decoded, like any unreadable file;
 * 16-bit images (a 16-bit grayscale PNG opens in PIL as mode ``I;16``): ``convert("RGB")``
-  would clip every value above 255 to white; they are scaled to 8 bits instead.
+  would clip every value above 255 to white; they are scaled to 8 bits instead;
+* float images (a 32-bit float TIFF opens as mode ``F``), whose values are mostly in [0, 1]:
+  ``convert("RGB")`` would make them black; they are scaled to [0, 255] (values outside [0, 255],
+  or not finite, make the file unreadable).
 """
 
 from __future__ import annotations
@@ -50,11 +53,20 @@ def check_size(width: int, height: int, name: str) -> None:
         )
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB copy of an opened image; 16-bit images are scaled to 8 bits rather than clipped."""
+def to_rgb(img: Image.Image, name: str = "the file") -> Image.Image:
+    """An RGB copy of an opened image; 16-bit images are scaled to 8 bits rather than clipped, and
+    float images (mode F) of values in [0, 1] scaled to [0, 255] (values up to 255 are taken as they are)."""
     if img.mode in SIXTEEN_BIT_MODES:
         values = np.asarray(img, dtype=np.int64).clip(0, 65535)
         img = Image.fromarray((values >> 8).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
+        if not (np.isfinite(values).all() and 0 <= low and high <= 255):
+            raise DataError(f"cannot read image {name}: float pixel values from {low:g} to {high:g}; expected 0 to 1 "
+                            "(or 0 to 255)")  # fmt: skip
+        scale = 255 if high <= 1 else 1
+        img = Image.fromarray(np.round(values * scale).astype(np.uint8), mode="L")
     return img.convert("RGB")  # convert() forces the whole file to be decoded
 
 
@@ -65,7 +77,7 @@ def open_rgb(path: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is an error, not a warning
             with Image.open(path) as img:
                 check_size(*img.size, path)
-                return to_rgb(img)
+                return to_rgb(img, path)
     except DataError:
         raise
     except (*UNREADABLE, Image.DecompressionBombWarning) as e:

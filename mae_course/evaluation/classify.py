@@ -41,18 +41,17 @@ from ..data.datasets import (
 )
 from ..data.transforms import eval_transform
 from ..errors import CheckpointError, ConfigError
-from ..model.registry import MODEL_CONFIGS
-from ..model.vit import POOLINGS
+from ..model.registry import MODEL_CONFIGS, check_architecture
+from ..model.vit import POOLINGS, encoder_settings
 from ..provenance import device_name
 from ..safe_files import atomic_write_json
 from ..train.distributed import Runtime, barrier, init_runtime, shutdown
 from ..train.engine import epoch_indices, train_one_epoch
 from ..train.recipe import Schedule
-from ..train.run import Run, final_model
+from ..train.run import METRICS, Run, final_model, step_plan
 from ..train.step import autocast_for, make_train_step
 from .metrics import measure_accuracy
 
-METRICS = "metrics.json"
 NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device", "val_every"}
 
 
@@ -145,7 +144,12 @@ def encoder_source(cfg: ClassifyConfig) -> tuple[dict[str, Any], dict[str, torch
         saved = MODEL_CONFIGS[cfg.model]
     if not isinstance(saved, dict):
         raise CheckpointError(f"{cfg.checkpoint} holds a model config that is not a dictionary of settings")
-    return {**saved, "img_size": cfg.image_size}, state_dict_of(ckpt)
+    config = {**saved, "img_size": cfg.image_size}
+    try:  # a crafted config (depth 10^9, a width of 2^40) is refused before the classifier is built
+        check_architecture(encoder_settings(config))
+    except ConfigError as e:
+        raise CheckpointError(f"{cfg.checkpoint} holds a model config that does not build ({e})") from None
+    return config, state_dict_of(ckpt)
 
 
 def eval_crop(cfg: ClassifyConfig) -> float:
@@ -183,14 +187,15 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
     optimizer = recipe.optimizer(cfg, model, schedule.peak_lr)
     autocast, _ = autocast_for(rt.device, cfg.amp)
     workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
-    settings = {"classifier": model.config, cfg.kind: cfg.to_json()}
+    plan = step_plan(schedule.steps_per_epoch, cfg.batch_size, cfg.accum_iter, rt.world_size)
+    settings = {"classifier": model.config, cfg.kind: cfg.to_json(), "plan": plan}
     best_key = f"best_{recipe.primary}"
     best, saved = 0.0, {}
 
     with run:
         # ---- resume
         if run.resuming:
-            saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED, cfg.seed)
+            saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED, cfg.seed, plan)
             best = float(saved.get(best_key, 0.0))
         first_step = run.progress.step
         if run.progress.epoch >= cfg.epochs and (run.out / METRICS).exists() and final_model(run.out).exists():

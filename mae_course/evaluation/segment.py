@@ -24,16 +24,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..checkpoint import load_checkpoint
-from ..config import option
+from ..checkpoint import load_checkpoint, load_weights, state_dict_of
+from ..config import need, option
 from ..data.builtin import BuiltinSegmentation
 from ..data.datasets import BUILTIN, builtin_source_size
 from ..data.transforms import segmentation_transform
 from ..errors import CheckpointError, ConfigError
-from ..model.vit import VisionTransformer, encoder_state_dict
+from ..model.registry import check_architecture
+from ..model.vit import VisionTransformer, encoder_settings, encoder_state_dict
 from .classify import ClassifyConfig, Recipe, train_classifier
 from .finetune import optimizer as finetune_optimizer
 from .metrics import shard
+
+MAX_CLASSES = 1000  # pixel classes a segmentation head may have (the built-in images have a handful)
 
 
 @dataclass
@@ -143,11 +146,9 @@ def tokens_encoder(state_dict: dict[str, torch.Tensor], model: SegmentationViT) 
 
 
 def build(cfg: SegmentConfig, encoder_config: dict, weights: dict | None, classes: int) -> nn.Module:
-    keys = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
-    model = SegmentationViT(classes, **{k: encoder_config[k] for k in keys if k in encoder_config},
-                            drop_path=cfg.drop_path)  # fmt: skip
+    model = SegmentationViT(classes, **encoder_settings(encoder_config), drop_path=cfg.drop_path)
     if weights is not None:
-        model.load_state_dict(tokens_encoder(weights, model), strict=False)
+        load_weights(model, tokens_encoder(weights, model), strict=False)
     return model
 
 
@@ -184,9 +185,18 @@ def load_segmenter(path: str) -> SegmentationViT:
         raise CheckpointError(
             f"{path} is not a segmentation model; give the model.safetensors that a `segment` run wrote"
         )
-    vit = {k: v for k, v in config.items() if k not in ("num_classes", "task", "global_pool")}
-    model = SegmentationViT(config["num_classes"], **vit)
-    model.load_state_dict(checkpoint["model"])
+    classes, drop_path = config.get("num_classes"), config.get("drop_path", 0.0)
+    try:  # a crafted config is refused before anything is built
+        check_architecture(encoder_settings(config))
+        need(
+            type(classes) is int and 1 <= classes <= MAX_CLASSES,
+            f"num_classes must be from 1 to {MAX_CLASSES}, got {classes!r}",
+        )
+        need(type(drop_path) in (int, float) and 0 <= drop_path < 1, f"drop_path must be in [0, 1), got {drop_path!r}")
+    except ConfigError as e:
+        raise CheckpointError(f"{path} holds a model config that does not build ({e})") from None
+    model = SegmentationViT(classes, **encoder_settings(config), drop_path=drop_path)
+    load_weights(model, state_dict_of(checkpoint))
     return model.eval()
 
 

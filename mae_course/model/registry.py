@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ..checkpoint import load_checkpoint, load_weights, state_dict_of
+from ..config import MAX_IMAGE_SIZE
 from ..errors import CheckpointError, ConfigError
 from .mae import MaskedAutoencoder
 from .masking import SAMPLINGS
@@ -49,13 +50,67 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
 _POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
                   "decoder_depth", "decoder_num_heads")  # fmt: skip
 _BOOLS = ("norm_pix_loss", "mask_token_in_encoder")
+# Bounds far beyond any real ViT (ViT-H: 1280 wide, 32 blocks, 256 patches, 0.6 billion parameters) that stop
+# a crafted config (a checkpoint's header, a save_pretrained folder) before it allocates terabytes or loops
+# for hours building a billion blocks.
+MAXIMA = {"img_size": MAX_IMAGE_SIZE, "in_chans": 64, "embed_dim": 16384, "depth": 256, "decoder_embed_dim": 16384,
+          "decoder_depth": 256, "mlp_ratio": 64}  # fmt: skip
+MAX_PATCHES = 65_536
+MAX_PARAMETERS = 5_000_000_000
+
+
+def parameter_count(s: dict[str, Any]) -> int:
+    """About how many numbers (parameters and positional tables) a model of checked settings ``s`` holds;
+    without decoder settings, the encoder's alone."""
+    patches, pixels = (s["img_size"] // s["patch_size"]) ** 2, s["patch_size"] ** 2 * s.get("in_chans", 3)
+
+    def tower(width: int, depth: int) -> int:  # blocks (attention 4 D^2, MLP 2 D x mlp_ratio D), tokens, norm
+        hidden = int(width * s.get("mlp_ratio", 4.0))
+        return depth * (4 * width * width + 2 * width * hidden + 9 * width + hidden) + (patches + 3) * width
+
+    count = tower(s["embed_dim"], s["depth"]) + pixels * s["embed_dim"]
+    if "decoder_embed_dim" in s:
+        count += tower(s["decoder_embed_dim"], s["decoder_depth"]) + (s["embed_dim"] + pixels) * s["decoder_embed_dim"]
+    return count
+
+
+def check_architecture(settings: dict[str, Any], name: str | None = None) -> None:
+    """Raise ConfigError naming the first bad architecture setting of an MAE (or, without decoder settings,
+    of a ViT encoder; ``name``: of a registry model), before a tensor is allocated: types, bounds,
+    divisibility, size."""
+    for key, value in settings.items():
+        if key in _POSITIVE_INTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"model setting {key} must be a positive integer, got {value!r}")
+        if key in MAXIMA and isinstance(value, int | float) and value > MAXIMA[key]:
+            raise ConfigError(f"model setting {key} must be at most {MAXIMA[key]}, got {value!r}")
+    ratio = settings.get("mlp_ratio", 4.0)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (math.isfinite(ratio) and ratio > 0):
+        raise ConfigError(f"model setting mlp_ratio must be a positive number, got {ratio!r}")
+    decoder = "decoder_embed_dim" in settings
+    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads"))[: 1 + decoder]:
+        if settings[width] % settings[heads]:
+            raise ConfigError(f"model setting {width}={settings[width]} is not divisible by {heads}={settings[heads]}")
+    if settings["embed_dim"] % 4 or (decoder and settings["decoder_embed_dim"] % 4):
+        raise ConfigError("the sine-cosine positional table needs embed_dim and decoder_embed_dim divisible by 4")
+    size, patch = settings["img_size"], settings["patch_size"]
+    if size % patch:
+        of = f" of {name}" if name else ""
+        raise ConfigError(
+            f"image size {size} is not divisible by the patch size {patch}{of}; use a multiple of {patch}"
+        )
+    if (size // patch) ** 2 > MAX_PATCHES:
+        raise ConfigError(f"image size {size} with patch size {patch} makes {(size // patch) ** 2} patches, more than "
+                          f"{MAX_PATCHES}; use a larger patch size or a smaller image")  # fmt: skip
+    if (count := parameter_count(settings)) > MAX_PARAMETERS:
+        raise ConfigError(f"these model settings would hold {count / 1e9:.1f} billion parameters, more than "
+                          f"{MAX_PARAMETERS // 10**9} billion")  # fmt: skip
 
 
 def check_model_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The named model's settings with ``overrides``, checked; raises ConfigError naming the first bad one.
 
     Catches what would otherwise fail deep inside the constructor (a division by a zero patch
-    size) or build a broken model silently (a negative decoder depth).
+    size), build a broken model silently (a negative decoder depth) or eat the memory (a width of 2^40).
     """
     if name not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
@@ -66,22 +121,10 @@ def check_model_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]
             f"cannot build model {name}: unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(known))}"
         )
     settings = {**MODEL_CONFIGS[name], **overrides}
-    for key, value in settings.items():
-        if key in _POSITIVE_INTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"model setting {key} must be a positive integer, got {value!r}")
-        if key in _BOOLS and not isinstance(value, bool):
-            raise ConfigError(f"model setting {key} must be true or false, got {value!r}")
-    ratio = settings.get("mlp_ratio", 4.0)
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (math.isfinite(ratio) and ratio > 0):
-        raise ConfigError(f"model setting mlp_ratio must be a positive number, got {ratio!r}")
-    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
-        if settings[width] % settings[heads]:
-            raise ConfigError(f"model setting {width}={settings[width]} is not divisible by {heads}={settings[heads]}")
-    if settings["embed_dim"] % 4 or settings["decoder_embed_dim"] % 4:
-        raise ConfigError("the sine-cosine positional table needs embed_dim and decoder_embed_dim divisible by 4")
-    if settings["img_size"] % settings["patch_size"]:
-        raise ConfigError(f"image size {settings['img_size']} is not divisible by the patch size {settings['patch_size']} "
-                          f"of {name}; use a multiple of {settings['patch_size']}")  # fmt: skip
+    for key in _BOOLS:
+        if key in settings and not isinstance(settings[key], bool):
+            raise ConfigError(f"model setting {key} must be true or false, got {settings[key]!r}")
+    check_architecture(settings, name)
     sampling = settings.get("mask_sampling", "random")
     if sampling not in SAMPLINGS:
         raise ConfigError(f"unknown mask sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
@@ -94,9 +137,7 @@ def build_model(name: str, **overrides: Any) -> MaskedAutoencoder:
     >>> build_model("mae_vit_tiny_patch4_32", norm_pix_loss=True).config["norm_pix_loss"]
     True
     """
-    if name not in MODEL_CONFIGS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
-    model = MaskedAutoencoder(**{**MODEL_CONFIGS[name], **overrides})
+    model = MaskedAutoencoder(**check_model_settings(name, overrides))
     model.config["name"] = name
     return model
 

@@ -11,6 +11,7 @@ Features come from the cls token (after ``norm``) or from the average of the pat
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,11 +114,18 @@ class VisionTransformer(nn.Module):
         return self.head(self.forward_features(imgs))
 
 
+ENCODER_SETTINGS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
+def encoder_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The encoder settings of an MAE's or a classifier's config, the ViT's defaults for those it lacks."""
+    defaults = {k: p.default for k, p in inspect.signature(VisionTransformer).parameters.items()}
+    return {k: config.get(k, defaults[k]) for k in ENCODER_SETTINGS}
+
+
 def vit_from_mae(mae_config: Mapping[str, Any], num_classes: int, **overrides: Any) -> VisionTransformer:
     """The classifier whose encoder matches an MAE's config (``model.config`` or a checkpoint's)."""
-    keys = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
-    kwargs = {k: mae_config[k] for k in keys if k in mae_config}
-    return VisionTransformer(num_classes=num_classes, **{**kwargs, **overrides})
+    return VisionTransformer(num_classes=num_classes, **{**encoder_settings(mae_config), **overrides})
 
 
 def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], vit: VisionTransformer) -> dict[str, torch.Tensor]:

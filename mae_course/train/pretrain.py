@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
+from ..config import MAX_VIS_IMAGES, DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import PIPELINES, PretrainingImages
 from ..data.datasets import loader_workers
 from ..data.transforms import AUGMENTATIONS
@@ -40,7 +40,7 @@ from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
 from .recipe import OPTIMIZER_IMPLS, Schedule, make_adamw
-from .run import FINAL_MODEL, Run, final_model
+from .run import FINAL_MODEL, Run, final_model, step_plan
 from .step import make_train_step
 
 SPEED = "speed (each option gives the same losses, up to rounding; see also --amp)"
@@ -106,7 +106,10 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
         need(0.0 < self.crop_min_scale <= 1.0, f"crop min scale must be in (0, 1], got {self.crop_min_scale}")
         need(all(0 <= b < 1 for b in self.betas), f"AdamW betas must be in [0, 1), got {self.betas}")
         need(self.bucket_cap_mb > 0, f"bucket cap must be a positive number of megabytes, got {self.bucket_cap_mb}")
-        need(self.vis_images >= 0, f"vis images must be >= 0, got {self.vis_images}")
+        need(
+            0 <= self.vis_images <= MAX_VIS_IMAGES,
+            f"vis images must be from 0 to {MAX_VIS_IMAGES}, got {self.vis_images}",
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,7 +146,8 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
         workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
         batches = images.loader(cfg.batch_size, workers, seed=cfg.seed, rank=rt.rank)  # workers start once, for the run
         held_out = images.held_out(cfg.vis_images) if rt.is_main else None
-        settings = {"model": model.config, "pretrain": cfg.to_json()}
+        plan = step_plan(schedule.steps_per_epoch, cfg.batch_size, cfg.accum_iter, rt.world_size)
+        settings = {"model": model.config, "pretrain": cfg.to_json(), "plan": plan}
 
         def figure(name: str, title: str) -> None:
             if held_out is not None:
@@ -162,7 +166,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
         with run:
             # ---- resume: weights, optimizer, position and random generators, as they were
             if run.resuming:
-                run.restore(model, optimizer, step.scaler, cfg.to_json(), NOT_COMPARED, cfg.seed)
+                run.restore(model, optimizer, step.scaler, cfg.to_json(), NOT_COMPARED, cfg.seed, plan)
             else:
                 figure("reconstructions_untrained.png", "untrained model")
             first_step = run.progress.step

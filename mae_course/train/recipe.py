@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 def scaled_lr(blr: float, effective_batch: int) -> float:
@@ -67,7 +67,7 @@ class Schedule:
              warmup_epochs: float, blr: float, lr: float | None = None, min_lr: float = 0.0,
              what: str = "the dataset") -> Schedule:  # fmt: skip
         """The schedule of ``epochs`` passes over ``images`` images (shared by the processes);
-        too few images for one effective batch is a DataError."""
+        too few images for one effective batch is a DataError, a ``min_lr`` above the peak lr a ConfigError."""
         effective_batch = batch_size * accum_iter * world_size
         steps_per_epoch = images // world_size // batch_size // accum_iter
         if steps_per_epoch == 0:
@@ -76,6 +76,10 @@ class Schedule:
                 f"(batch {batch_size} x accum {accum_iter} x {world_size} processes); use a smaller --batch-size"
             )
         peak = lr if lr is not None else scaled_lr(blr, effective_batch)
+        if min_lr > peak:  # the cosine would rise from the peak to min_lr
+            rule = "--lr" if lr is not None else f"--blr {blr:g} x effective batch {effective_batch} / 256"
+            raise ConfigError(f"min lr {min_lr:g} is above the peak lr {peak:g} ({rule}), so the lr would rise instead of "
+                              "decaying; give a lower --min-lr, or a higher --blr or --lr")  # fmt: skip
         return cls(steps_per_epoch, epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch),
                    effective_batch, peak, min_lr)  # fmt: skip
 

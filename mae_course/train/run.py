@@ -15,6 +15,9 @@ What a run promises:
 * **Nothing is half-written.** Every file is written to a temporary file and renamed into
   place; the temporaries a killed run left are deleted when the next one starts.
 * **One writer per folder.** The folder is locked while a run writes it; a second run is refused.
+* **One run per folder.** A folder with any file of a run is reused only to resume it, or after
+  ``--overwrite`` has removed all of them (:mod:`~mae_course.train.run_folder`); a resume must keep
+  the size of a step (:func:`same_steps`), which the step count and the lr schedule are counted in.
 * **Ctrl-C stops at a step boundary.** The first Ctrl-C only raises a flag; the loop sees it at
   the end of the current optimizer step, the run saves a checkpoint there and stops. Resuming
   then gives the very losses of an uninterrupted run: the saved random generators are those
@@ -42,20 +45,18 @@ from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..provenance import provenance
 from ..safe_files import FolderLock, atomic_write_json, remove_stale_temporaries
 from .distributed import Runtime, everyone
-
-CHECKPOINT = "checkpoint-last.pth"
-FINAL_MODEL = "model.safetensors"
-OLD_FINAL_MODEL = "model.pth"  # the final weights of a run made before they were safetensors
-LOG = "log.jsonl"
-CONFIG = "config.json"
-
-
-def final_model(folder: str | Path) -> Path:
-    """The final weights of the run in ``folder``: its model.safetensors, or the model.pth of a run
-    made before final weights were safetensors (when only that one is there)."""
-    folder = Path(folder)
-    old = folder / OLD_FINAL_MODEL
-    return old if old.is_file() and not (folder / FINAL_MODEL).exists() else folder / FINAL_MODEL
+from .run_folder import (  # noqa: F401 - the folder's file names, also imported from here
+    CHECKPOINT,
+    CONFIG,
+    FINAL_MODEL,
+    LOG,
+    METRICS,
+    OLD_FINAL_MODEL,
+    JsonLog,
+    final_model,
+    remove_run_files,
+    run_marker,
+)
 
 
 @dataclass
@@ -83,53 +84,6 @@ class Progress:
         return cls(**values)
 
 
-class JsonLog:
-    """An append-only JSON-lines file; only the main process writes.
-
-    Reading skips a line that is not JSON (the last line of a run killed while writing it) and
-    counts it in ``unreadable``.
-    """
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-        self.unreadable = 0
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        records, self.unreadable = [], 0
-        for line in self.path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.unreadable += 1
-        return records
-
-    def keep_until(self, step: int, epoch: int) -> int:
-        """Drop the records logged after the position ``(step, epoch)`` a run resumes from (they
-        will be logged again), and unreadable lines; returns how many were dropped."""
-        if not (self.enabled and self.path.exists()):
-            return 0
-        records = self.read()
-        kept = [
-            r for r in records if r.get("step", 0) <= step and (r.get("step") is not None or r.get("epoch", 0) <= epoch)
-        ]
-        dropped = len(records) - len(kept) + self.unreadable
-        if dropped:
-            text = "".join(json.dumps(r) + "\n" for r in kept)
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(text)
-            tmp.replace(self.path)
-        return dropped
-
-
 def check_run_dir(output_dir: str, resume: str | None, overwrite: bool) -> tuple[Path, Path | None]:
     """Check the output folder and the checkpoint to resume from, before any work starts.
 
@@ -145,10 +99,12 @@ def check_run_dir(output_dir: str, resume: str | None, overwrite: bool) -> tuple
         resume_path = out / CHECKPOINT if resume == "auto" else Path(resume).expanduser()
         if not resume_path.is_file():
             raise FileNotFoundError(f"nothing to resume: no checkpoint at {resume_path}")
-    elif (out / CHECKPOINT).exists() and not overwrite:
+    elif not overwrite and (held := run_marker(out)) is not None:
+        resumable = (out / CHECKPOINT).exists()
         raise ConfigError(
-            f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it, "
-            "--overwrite to start over, or choose another --output-dir"
+            f"{out} already holds a run ({held}{'' if resumable else f', without its {CHECKPOINT}'}); pass "
+            f"{'--resume to continue it, --overwrite' if resumable else '--overwrite'} to start over, or choose "
+            "another --output-dir"
         )
     return out, resume_path
 
@@ -185,6 +141,52 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignored: set[st
     return [
         f"{k} {saved[k]} -> {now[k]}" for k in sorted(saved) if k not in ignored and k in now and saved[k] != now[k]
     ]
+
+
+def step_plan(steps_per_epoch: int, batch_size: int, accum_iter: int, processes: int) -> dict[str, int]:
+    """What one optimizer step of a run is: its images, how they are split, and the steps of an epoch.
+    A job records it with its settings (``settings["plan"]``); a resumed run must keep it."""
+    return {"effective_batch": batch_size * accum_iter * processes, "batch_size": batch_size, "accum_iter": accum_iter,
+            "processes": processes, "steps_per_epoch": steps_per_epoch}  # fmt: skip
+
+
+def saved_plan(ckpt: dict[str, Any], kind: str, path: Path) -> dict[str, int]:
+    """The step plan a checkpoint was saved with; for a checkpoint made before plans were recorded, the
+    one its settings and its number of processes give (its steps per epoch unknown: 0)."""
+    config = ckpt["config"]
+    plan = config.get("plan")
+    if plan is None:
+        run, rng = config[kind], ckpt.get("rng")
+        batch, accum = run.get("batch_size"), run.get("accum_iter", 1)
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (batch, accum))
+        plan = step_plan(0, batch, accum, len(rng) if isinstance(rng, list) else 1) if ok else None
+    least = {"effective_batch": 1, "batch_size": 1, "accum_iter": 1, "processes": 1, "steps_per_epoch": 0}
+    if not (isinstance(plan, dict) and all(type(plan.get(k)) is int and plan[k] >= n for k, n in least.items())):
+        raise CheckpointError(f"{path} is not a usable checkpoint: its step plan is {plan!r}")
+    return plan
+
+
+def same_steps(saved: dict[str, int], plan: dict[str, int], path: Path, progress: Progress) -> int:
+    """Refuse to resume with steps of another size (another effective batch, or steps per epoch): the
+    saved step count and the lr schedule count steps of the saved size. The same images per step split
+    otherwise (batch 32 x accum 2 for batch 64: less memory) resume; returns the checkpoint's position
+    in this run's micro-batches (a checkpoint is always at a step boundary)."""
+
+    def described(p: dict[str, int]) -> str:
+        per_epoch = f", {p['steps_per_epoch']} steps per epoch" if p["steps_per_epoch"] else ""
+        return (f"{p['effective_batch']} images per step (batch {p['batch_size']} x accum {p['accum_iter']} x "
+                f"{p['processes']} process{'es' if p['processes'] != 1 else ''}){per_epoch}")  # fmt: skip
+
+    known = saved["steps_per_epoch"] != 0
+    if saved["effective_batch"] != plan["effective_batch"] or (
+        known and saved["steps_per_epoch"] != plan["steps_per_epoch"]
+    ):
+        raise ConfigError(
+            f"cannot resume {path} with these settings: it was trained with {described(saved)}; these make "
+            f"{described(plan)}. Its step count and lr schedule would not fit: resume with batch x accum x processes "
+            f"= {saved['effective_batch']} on the same images, or start over with --overwrite"
+        )
+    return progress.micro_in_epoch // saved["accum_iter"] * plan["accum_iter"]
 
 
 def all_finite(model: nn.Module) -> bool:
@@ -232,8 +234,8 @@ class Run:
                 self._lock = FolderLock(self.out).__enter__()
                 check_run_dir(str(self.out), self.resume, self.overwrite)  # again, now that no one else can write
                 remove_stale_temporaries(self.out)
-                if not self.resuming:
-                    (self.out / LOG).unlink(missing_ok=True)
+                if not self.resuming:  # with --overwrite: nothing of the previous run may stay beside the new one
+                    remove_run_files(self.out)
             except Exception as e:  # noqa: BLE001 - shared with the other processes below, then raised
                 error = e
         if not everyone(error is None):
@@ -268,9 +270,11 @@ class Run:
         path = self.out / CONFIG
         if self.resuming and path.exists():
             try:
-                earlier = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                earlier = {"unreadable": path.read_text()[:200]}
+                earlier = json.loads(path.read_bytes().decode())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                earlier = None
+            if not isinstance(earlier, dict):
+                earlier = {"unreadable": path.read_bytes()[:200].decode(errors="replace")}
             parts = earlier.pop("earlier_parts", [])
             record["resumed_at"] = {"epoch": self.progress.epoch, "step": self.progress.step}
             record["earlier_parts"] = [*parts, earlier]
@@ -317,13 +321,14 @@ class Run:
         return gathered
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                settings: dict[str, Any], ignored: set[str], seed: int) -> dict[str, Any]:  # fmt: skip
+                settings: dict[str, Any], ignored: set[str], seed: int, plan: dict[str, int]) -> dict[str, Any]:  # fmt: skip
         """Load the checkpoint to resume from into ``model``, ``optimizer`` and ``scaler``; set the
         progress and the random generators; returns the checkpoint (for the job's own keys).
 
         ``settings`` are this run's (compared with the saved ones: changes are printed, except the
-        ``ignored`` ones). A checkpoint saved with another number of processes cannot restore each
-        one's generators: they are reseeded from ``seed``, the process and the step, and the log says so.
+        ``ignored`` ones); ``plan`` its :func:`step_plan`, which must make steps of the saved size.
+        A checkpoint saved with another number of processes cannot restore each one's generators:
+        they are reseeded from ``seed``, the process and the step, and the log says so.
         """
         path = self.resume_path
         ckpt = load_checkpoint(path)
@@ -334,6 +339,7 @@ class Run:
         if missing:
             raise CheckpointError(f"{path} is not a resumable {self.kind} checkpoint (no {', '.join(missing)})")
         self.progress = Progress.from_checkpoint(ckpt, path)
+        self.progress.micro_in_epoch = same_steps(saved_plan(ckpt, self.kind, path), plan, path, self.progress)
         saved_model = next((config[k] for k in ("model", "classifier") if isinstance(config.get(k), dict)), None)
         own = getattr(model, "config", None)
         if saved_model is not None and own is not None and saved_model != own:
