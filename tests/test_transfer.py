@@ -9,8 +9,8 @@ from mae_course.experiments.transfer import (
     PAPER_TABLE4,
     PAPER_TABLE5,
     class_colors,
-    figure8,
     label_efficiency_figure,
+    model_size_figure,
     paper_figure,
     segmentation_examples,
     segmentation_figure,
@@ -67,7 +67,7 @@ def test_figure8_draws_the_paper_beside_the_course_with_the_gains():
                                         "scratch": {"top1": scratch, "trained_parameters": params}}  # fmt: skip
     results = {"ablation": "embed_dim", "values": ["64", "128", "192"],
                "runs": {"64": run(40.0, 20.0, 320_000), "128": run(47.0, 19.6, 1_205_898), "192": run(50.0, 21.0, 2_700_000)}}  # fmt: skip
-    fig = figure8(results)
+    fig = model_size_figure(results)
     paper, ours = fig.axes
     assert [list(line.get_ydata()) for line in paper.lines] == [[83.6, 85.9, 86.9], [82.3, 82.6, 83.1]]
     assert [t.get_text() for t in paper.texts] == ["+1.3", "+3.3", "+3.8"]

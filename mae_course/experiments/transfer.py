@@ -88,7 +88,7 @@ def paper_figure() -> CourseFigure:
     return fig
 
 
-def figure8(results: dict[str, Any]) -> CourseFigure:
+def model_size_figure(results: dict[str, Any]) -> CourseFigure:
     """The paper's Figure 8 (left) beside the course's miniature (right): fine-tuned top-1 from the MAE
     and from scratch, same budget, against the size of the encoder.
 
