@@ -4,15 +4,18 @@
     python scripts/make_exercises.py --check   # change nothing; exit 1 if anything is out of date
 
 The solutions are the single source. In every code cell, the lines between
-``# BEGIN SOLUTION`` and ``# END SOLUTION`` become a stub: the block's ``# hint:`` lines,
-then ``raise NotImplementedError("your code here")``: the marker, ``mae_course.checks.STUB_MARKER``,
-by which a check knows an exercise not written yet (any other NotImplementedError is a mistake).
+``# BEGIN SOLUTION`` and ``# END SOLUTION`` become a stub: the block's ``# hint:`` lines (as
+``# Hint: ...``, in a translated edition its own word), then ``raise NotImplementedError("your code
+here")``: the marker, ``mae_course.checks.STUB_MARKER``, by which a check knows an exercise not
+written yet (any other NotImplementedError is a mistake).
 The exercise versions carry no outputs and no execution counts: a learner starts from a clean
 notebook (and nbval simply runs every cell of them).
 
 The first two cells of every lesson (tagged ``course-header``: the "Open in Colab" badge and
 the Colab-only install) are written from the one setting that names the course's home,
-``[project.urls] Homepage`` in pyproject.toml.
+``[project.urls] Homepage`` in pyproject.toml. A translated edition's install cell also sets the
+language of the exercise checks (``translations.LANGUAGE_SETTING``), the one line of code by which
+its program differs from the English one.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from pathlib import Path
 import nbformat
 
 from mae_course.checks import STUB_MARKER
-from translations import HEADER_TAG, LANGUAGES, read_notebook, translated
+from translations import HEADER_TAG, IMPORT_OS, LANGUAGE_SETTING, LANGUAGES, read_notebook, translated
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "notebooks"
 BEGIN, END, HINT = "# BEGIN SOLUTION", "# END SOLUTION", "# hint:"
+HINT_LABEL = {"": "# Hint: ", "zh": "# 提示："}  # how a stub shows its hints, per edition
 
 
 def homepage() -> str:
@@ -43,15 +47,16 @@ def homepage() -> str:
 
 def header_cells(url: str, folder: str, name: str, stem: str) -> list:
     github = re.sub(r"^https://github\.com/", "", url)
-    other = f" · [English](../{name})" if "/" in folder else f" · [中文版](zh/{name})"  # the other edition
+    lang = folder.partition("/")[2]  # "" for English
+    other = f" · [English](../{name})" if lang else f" · [中文版](zh/{name})"  # the other edition
+    setting = f"{IMPORT_OS}\nimport sys\n\n{LANGUAGE_SETTING.format(lang=lang)}\n" if lang else "import sys\n\n"
     badge = nbformat.v4.new_markdown_cell(
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"(https://colab.research.google.com/github/{github}/blob/main/{folder}/{name}){other}"
     )
     install = nbformat.v4.new_code_cell(
         "# On Colab only: install the course package. Colab's own torch and ipywidgets are kept as they are.\n"
-        "import sys\n"
-        "\n"
+        f"{setting}"
         'if "google.colab" in sys.modules:\n'
         f'    %pip install --quiet "mae_course @ git+{url}"'
     )
@@ -73,8 +78,8 @@ def with_header(nb, url: str, folder: str, path: Path):
     return nb
 
 
-def strip_solutions(source: str, where: str) -> str:
-    """Replace every BEGIN/END SOLUTION block by its hints and a NotImplementedError."""
+def strip_solutions(source: str, where: str, label: str = HINT_LABEL[""]) -> str:
+    """Replace every BEGIN/END SOLUTION block by its hints (each after ``label``) and a NotImplementedError."""
     out, block, indent, hints = [], False, "", []
     for line in source.splitlines():
         stripped = line.strip()
@@ -85,12 +90,12 @@ def strip_solutions(source: str, where: str) -> str:
         elif stripped.startswith(END):
             if not block:
                 raise SystemExit(f"{where}: {END} without {BEGIN}")
-            out += [f"{indent}# Hint:{h}" for h in hints]
+            out += [f"{indent}{label}{h}" for h in hints]
             out.append(f'{indent}raise NotImplementedError("{STUB_MARKER}")')
             block = False
         elif block:
             if stripped.lower().startswith(HINT):
-                hints.append(stripped[len(HINT) :])
+                hints.append(stripped[len(HINT) :].removeprefix(" "))
         else:
             out.append(line)
     if block:
@@ -98,11 +103,11 @@ def strip_solutions(source: str, where: str) -> str:
     return "\n".join(out)
 
 
-def exercise_version(solution, path: Path):
+def exercise_version(solution, path: Path, lang: str = ""):
     nb = copy.deepcopy(solution)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.source = strip_solutions(cell.source, f"{path.name} cell {cell.id}")
+            cell.source = strip_solutions(cell.source, f"{path.name} cell {cell.id}", HINT_LABEL[lang])
             cell.execution_count = None
             cell.outputs = []
     return nb
@@ -119,7 +124,7 @@ def expected_files() -> dict[Path, str]:
             sub = f"/{lang}" if lang else ""
             solution = with_header(edition, url, f"solutions{sub}", path)
             files[SOLUTIONS / lang / path.name] = nbformat.writes(solution) + "\n"
-            exercise = with_header(exercise_version(solution, path), url, f"notebooks{sub}", path)
+            exercise = with_header(exercise_version(solution, path, lang), url, f"notebooks{sub}", path)
             files[EXERCISES / lang / path.name] = nbformat.writes(exercise) + "\n"
     return files
 

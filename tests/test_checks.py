@@ -796,6 +796,51 @@ def test_crash_in_learner_code_names_the_case():
         C.check_patchify(broken)
 
 
+# The same mistakes, in a Chinese lesson (``MAE_COURSE_LANG=zh``): the exact Chinese messages.
+CHINESE = [
+    ("check_random_masking", masking_with(invert=True), "random_masking：掩码在保留的标记处为 1；约定是 1 = 移除，0 = 保留"),
+    ("check_patchify", patchify_channel_first, "patchify：图像块向量的顺序是（通道，行，列）；应为（行，列，通道）。自己看一看："
+     "patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, 0] 应为 [0, 16, 1, 17, 4, 20, 5, 21]"),
+    ("check_masked_mse_loss", loss_all_patches, "masked_mse_loss 对所有图像块取了平均；只有被移除的图像块（mask == 1）才计入"),
+    ("check_lr_schedule", lr_no_warmup, "lr_at：没有预热：学习率必须在预热步数内从 0 线性上升（首次出现在第 0 步，"
+     "total_steps=100、warmup_steps=10、lr=0.001、min_lr=0.0）"),
+    ("check_batch_plan", plan_forgets_gpus, "batch_plan：accum_iter 64 忘了 GPU 的数量（输入：目标 4096、每个 GPU 64、"
+     "8 个 GPU、blr 0.00015）：每一步处理 64 x 8 张图像"),
+    ("check_iou_per_class", iou_with(lambda tp, t, p: t + p - tp, absent=0.0), "iou_per_class：类别 3 既不存在也未被预测，"
+     "它的 IoU 却是 0（输入：一个 5 类的矩阵，其中类别 3 既不存在也从未被预测）；没有东西可度量时它必须是 NaN，"
+     "这样平均 IoU 才会把它排除在外（0 会拉低平均值，1 会抬高它）"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def chinese():
+    C.use_language("zh")
+    yield
+    C.use_language(None)
+
+
+@pytest.mark.parametrize("check_name, mutant, message", CHINESE, ids=[c[0] for c in CHINESE])
+def test_mutant_is_caught_in_chinese(check_name, mutant, message, chinese):
+    with pytest.raises(C.CheckFailed) as failure:
+        getattr(C, check_name)(mutant)
+    assert str(failure.value) == message
+
+
+def test_a_crash_and_the_verdicts_in_chinese(chinese, capsys):
+    def broken(imgs, p):
+        return imgs.view(-1, 7, 7)
+
+    with pytest.raises(C.CheckFailed, match=r"^patchify 抛出了 RuntimeError（输入：形状为 \(2, 3, 8, 8\)、patch_size=4 的图像），"
+                       r"位于 `return imgs.view\(-1, 7, 7\)`（broken 的第 \d+ 行）：shape '\[-1, 7, 7\]' is invalid"):  # fmt: skip
+        C.check_patchify(broken)
+    C.check_patchify(M.patchify)
+    C.check_patchify(lambda imgs, p: (_ for _ in ()).throw(NotImplementedError(C.STUB_MARKER)))
+    assert capsys.readouterr().out.splitlines() == [
+        "✓ patchify 正确（检查了：形状，（行，列，通道）顺序，非正方形和单通道图像，不合规的尺寸）。",
+        "… patchify：还没有实现。在上面的单元格里写好它，运行那个单元格，再重新运行这个检查。（本课接下来使用参考实现。）",
+    ]
+
+
 def test_failure_renders_as_one_line_in_ipython():
     error = C.CheckFailed("patchify: something is off")
     assert error._render_traceback_() == ["\x1b[31m✗ patchify: something is off\x1b[0m"]

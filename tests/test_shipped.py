@@ -52,7 +52,7 @@ def test_shipped_results_carry_their_provenance():
     assert {p.stem for p in paths} >= {"evaluation", "figure5", "figure5_ft20", "decoder_depth", "mask_token",
                                        "norm_pix", "seed1", "table2_cpu", "table2_cpu_mini", "probe_cls_token",
                                        "probe_lr_rule", "probe_cls_token_lr_rule", "partial_long", "figure7",
-                                       "labels_100", "labels_1000", "segmentation"}  # fmt: skip
+                                       "labels_100", "labels_1000", "segmentation", "figure8"}  # fmt: skip
     for path in paths:
         results = json.loads(path.read_text())
         assert results["git_commit"] and results["hardware"]["device"] and results["hardware"]["torch"], path.name
@@ -142,6 +142,27 @@ def test_the_shipped_figure7_sweep_matches_the_shipped_checkpoint_settings():
         assert run["pretrain"]["epochs"] == int(epochs)
         assert run["linprobe"]["epochs"] == evaluation["runs"]["linprobe"]["epochs"]
         assert run["finetune"]["epochs"] == evaluation["runs"]["finetune"]["epochs"]
+
+
+def test_the_shipped_figure8_sweep_compares_each_size_with_scratch_on_the_same_budget():
+    """Lesson 10's Figure 8 in miniature: three encoder widths, each pretrained as the shipped checkpoint
+    was, fine-tuned, and the same architecture trained from scratch with the same fine-tuning settings."""
+    figure8 = json.loads(shipped_results("figure8").read_text())
+    evaluation = json.loads(shipped_results("evaluation").read_text())
+    assert figure8["ablation"] == "embed_dim" and len(figure8["values"]) >= 3
+    assert figure8["settings"]["stages"] == ["pretrain", "finetune", "scratch"]
+    assert figure8["settings"]["finetune"] == evaluation["settings"]["finetune"]  # lesson 07's protocol
+    assert figure8["settings"]["pretrain"] == {"epochs": 40}  # as the shipped checkpoint
+    sizes = []
+    for width in figure8["values"]:
+        run = figure8["runs"][width]
+        assert run["pretrain"]["epochs"] == 40
+        assert run["finetune"]["epochs"] == run["scratch"]["epochs"] == 5
+        assert run["finetune"]["trained_parameters"] == run["scratch"]["trained_parameters"]
+        sizes.append(run["finetune"]["trained_parameters"])
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    # the 128-wide encoder is the shipped checkpoint's architecture: the same number of trained parameters
+    assert figure8["runs"]["128"]["finetune"]["trained_parameters"] == evaluation["runs"]["finetune"]["trained_parameters"]
 
 
 @pytest.mark.parametrize("labels", [100, 1000])

@@ -237,3 +237,47 @@ def test_a_sweep_made_before_safetensors_uses_its_model_pth(tmp_path, capsys):
     probe = json.loads((tmp_path / "mask_ratio=0.75" / "linprobe" / "config.json").read_text())
     assert probe["linprobe"]["checkpoint"] == str(pretrained / "model.pth")
     assert not (pretrained / "model.safetensors").exists()
+
+
+def test_the_encoder_s_size_is_an_ablation_with_a_scratch_baseline_of_the_same_size(tmp_path):
+    """Figure 8 in miniature: for each width, the MAE fine-tuned and the same architecture from scratch,
+    with the same fine-tuning settings; only the scratch stage has no checkpoint."""
+    cfg = SweepConfig(output_dir=str(tmp_path), ablation="embed_dim", values=(16, 32),
+                      stages=("pretrain", "finetune", "scratch"), **QUICK)  # fmt: skip
+    narrow = stage_configs(cfg, 16)
+    assert narrow["pretrain"].model_overrides == {**TINY_MODEL, "embed_dim": 16}
+    assert narrow["scratch"].checkpoint is None and narrow["finetune"].checkpoint.endswith("pretrain/model.safetensors")
+    assert narrow["scratch"].model_overrides == narrow["pretrain"].model_overrides
+    assert narrow["scratch"].model == narrow["pretrain"].model
+    assert replace(narrow["scratch"], output_dir="", model_overrides={}, model=None) == replace(
+        narrow["finetune"], output_dir="", checkpoint=None
+    )  # the same budget and recipe: only the start differs
+    results = sweep(cfg)
+    for value in ("16", "32"):
+        run = results["runs"][value]
+        assert run["finetune"]["trained_parameters"] == run["scratch"]["trained_parameters"]
+    assert (
+        results["runs"]["16"]["scratch"]["trained_parameters"] < results["runs"]["32"]["scratch"]["trained_parameters"]
+    )
+    saved = json.loads((tmp_path / "embed_dim=16" / "scratch" / "config.json").read_text())
+    assert saved["classifier"]["embed_dim"] == 16 and saved["finetune"]["checkpoint"] is None
+    with pytest.raises(ConfigError, match="stages are pretrain"):
+        SweepConfig(stages=("scratch",)).validate()
+
+
+def test_fine_tuning_takes_model_overrides_only_for_a_random_start(tmp_path):
+    from mae_course.evaluation.classify import encoder_source
+    from mae_course.evaluation.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(output_dir=str(tmp_path), model_overrides={"embed_dim": 64, "num_heads": 2})
+    cfg.validate()
+    config, weights = encoder_source(cfg)
+    assert (config["embed_dim"], config["num_heads"], weights) == (64, 2, None)
+    checkpoint = tmp_path / "some.pth"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ConfigError, match="model overrides shape a random start; a checkpoint brings its own"):
+        replace(cfg, checkpoint=str(checkpoint)).validate()
+    with pytest.raises(ConfigError, match="model setting embed_dim=66 is not divisible by num_heads=4"):
+        FinetuneConfig(model_overrides={"embed_dim": 66}).validate()
+    with pytest.raises(ConfigError, match="unknown setting 'width'"):
+        FinetuneConfig(model_overrides={"width": 64}).validate()

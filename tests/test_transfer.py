@@ -10,6 +10,7 @@ from mae_course.experiments.transfer import (
     PAPER_TABLE5,
     class_colors,
     label_efficiency_figure,
+    model_size_figure,
     paper_figure,
     segmentation_examples,
     segmentation_figure,
@@ -59,3 +60,18 @@ def test_segmentation_figures():
     grid = segmentation_examples(images, truths, {"predicted": truths, "other": truths})
     assert len(grid.axes) == 4 * 3  # image, truth and two predictions, three columns
     assert [grid.axes[i * 3].get_ylabel() for i in range(4)] == ["image", "truth", "predicted", "other"]
+
+
+def test_figure8_draws_the_paper_beside_the_course_with_the_gains():
+    run = lambda mae, scratch, params: {"finetune": {"top1": mae, "trained_parameters": params},  # noqa: E731
+                                        "scratch": {"top1": scratch, "trained_parameters": params}}  # fmt: skip
+    results = {"ablation": "embed_dim", "values": ["64", "128", "192"],
+               "runs": {"64": run(40.0, 20.0, 320_000), "128": run(47.0, 19.6, 1_205_898), "192": run(50.0, 21.0, 2_700_000)}}  # fmt: skip
+    fig = model_size_figure(results)
+    paper, ours = fig.axes
+    assert [list(line.get_ydata()) for line in paper.lines] == [[83.6, 85.9, 86.9], [82.3, 82.6, 83.1]]
+    assert [t.get_text() for t in paper.texts] == ["+1.3", "+3.3", "+3.8"]
+    assert [list(line.get_ydata()) for line in ours.lines[:2]] == [[40.0, 47.0, 50.0], [20.0, 19.6, 21.0]]
+    assert [t.get_text() for t in ours.texts] == ["+20.0", "+27.4", "+29.0"]
+    assert [t.get_text() for t in ours.get_xticklabels()] == ["64\n(0.32M)", "128\n(1.21M)", "192\n(2.70M)"]
+    assert "width" in ours.get_xlabel()

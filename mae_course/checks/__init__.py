@@ -14,9 +14,15 @@ reference implementation:
 :class:`mae_course.model.mae.MaskedAutoencoder`'s forward methods, ``checks/recipe.py`` against
 :mod:`mae_course.train.recipe`, ``checks/protocols.py`` against :mod:`mae_course.evaluation.protocols`,
 and so on. A check imports reference functions only, never a job.
+
+The checks speak the lesson's language (:mod:`._messages`): English, or Chinese in the Chinese
+lessons, which set ``MAE_COURSE_LANG=zh`` in their first cell; ``use_language("zh")`` does the same
+from Python.
 """
 
-from ._core import STUB_MARKER, CheckFailed, not_implemented_message
+from . import _messages as messages
+from ._core import STUB_MARKER, CheckFailed, not_implemented_message, passed, verdicts
+from ._messages import language, use_language
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
 from .encoder import check_attention, check_sincos_pos_embed
 from .flops import check_block_flops
@@ -52,5 +58,10 @@ __all__ = [
     "check_train_epoch",
     "check_unpatchify",
     "check_unshuffle_with_mask_tokens",
+    "language",
+    "messages",
     "not_implemented_message",
+    "passed",
+    "use_language",
+    "verdicts",
 ]

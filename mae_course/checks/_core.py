@@ -1,5 +1,6 @@
 """How a check runs and speaks: one line for success, a specific message for a mistake,
-and a plain "not implemented" for an exercise that has not been written yet.
+and a plain "not implemented" for an exercise that has not been written yet, each in the lesson's
+language (:mod:`._messages`; a message is raised by its id: ``raise fail("patchify.in_place")``).
 
 "Not written yet" is the stub's own marker, ``NotImplementedError(STUB_MARKER)``, and nothing else:
 PyTorch raises NotImplementedError for ordinary mistakes too (``1 - mask`` on a bool mask, calling an
@@ -19,7 +20,46 @@ from typing import Any
 
 import torch
 
+from ._messages import define, say
+
 STUB_MARKER = "your code here"  # every exercise stub raises NotImplementedError(STUB_MARKER): scripts/make_exercises.py
+
+
+MESSAGES = define({
+    "check.passed": "✓ {name} is correct ({what}).",
+    "check.not_implemented": "… {name}: not implemented yet. Write it in the cell above, run that cell, then run "
+                             "this check again. (The lesson goes on with the reference implementation.)",
+    "check.not_a_function": "{name}: expected a function, got {kind}",
+    "check.broke_the_check": "{name}: {error} while checking it, {origin}{said}",
+    "check.raised": "{name} raised {error}, {origin}{said}",
+    "check.raised_on": "{name} raised {error} on {case}, {origin}{said}",
+    "check.refused_otherwise": "{crash}; {instead}",
+    "check.said": ": {text}",
+    "check.in_line": "in `{line}` (line {lineno} of {function})",
+    "check.at_line": "at line {lineno} of {function}",
+    "check.in_library": "in {path}, line {lineno}",
+    "check.somewhere": "somewhere",
+    "check.not_a_tensor": "{name} should return {what}, but returned {kind}",
+    "check.a_tensor": "a tensor",
+    "check.wrong_shape": "{name}: expected shape {expected}, got {got}",
+    "check.wrong_shape_hint": "{name}: expected shape {expected}, got {got}; {hint}",
+})  # fmt: skip
+EXERCISES: list[str] = []  # the names of the exercises, in the order their checks are defined
+
+
+def fail(key: str, **fields: Any) -> CheckFailed:
+    """The failure of message ``key`` (an id of a ``MESSAGES`` dict), in the lesson's language: ``raise fail(...)``."""
+    return CheckFailed(say(key, **fields))
+
+
+def passed(name: str, lang: str | None = None) -> str:
+    """The line a check prints when exercise ``name`` is right."""
+    return say("check.passed", lang, name=name, what=say(f"{name}.checked", lang))
+
+
+def verdicts(lang: str) -> dict[str, str]:
+    """Every exercise's English success line -> the same line in ``lang`` (for the stored outputs of a translation)."""
+    return {passed(name, "en"): passed(name, lang) for name in EXERCISES}
 
 
 class CheckFailed(AssertionError):
@@ -38,10 +78,7 @@ def is_stub(error: BaseException) -> bool:
 
 def not_implemented_message(name: str) -> str:
     """What a check prints for an exercise that still raises the stub's NotImplementedError."""
-    return (
-        f"… {name}: not implemented yet. Write it in the cell above, run that cell, then run this check again. "
-        "(The lesson goes on with the reference implementation.)"
-    )
+    return say("check.not_implemented", name=name)
 
 
 def _library_roots() -> list[tuple[str, str]]:
@@ -77,50 +114,50 @@ def origin(error: BaseException) -> str:
     own = [frame for frame in frames if _library_path(frame.filename) is None]
     if own:
         frame = own[-1]
-        at = f"line {frame.lineno} of {frame.name}"
-        return f"in `{frame.line}` ({at})" if frame.line else f"at {at}"
+        at = dict(lineno=frame.lineno, function=frame.name)
+        return say("check.in_line", line=frame.line, **at) if frame.line else say("check.at_line", **at)
     if frames:
-        return f"in {_library_path(frames[-1].filename)}, line {frames[-1].lineno}"
-    return "somewhere"
+        return say("check.in_library", path=_library_path(frames[-1].filename), lineno=frames[-1].lineno)
+    return say("check.somewhere")
 
 
 def _said(error: BaseException) -> str:
     text = " ".join(str(error).split())  # one line, however the library wrapped its message
-    return f": {text}" if text else ""
+    return say("check.said", text=text) if text else ""
 
 
 def crash_message(name: str, error: BaseException, case: str = "") -> str:
     """What a check says when the learner's function raised ``error``: its type, its message and its line."""
-    where = f" on {case}" if case else ""
-    return f"{name} raised {type(error).__name__}{where}, {origin(error)}{_said(error)}"
+    said = dict(name=name, error=type(error).__name__, origin=origin(error), said=_said(error))
+    return say("check.raised_on", case=case, **said) if case else say("check.raised", **said)
 
 
-def exercise(name: str, what: str) -> Callable:
+def exercise(name: str) -> Callable:
     """Turn a checking function into ``check_<name>(fn)``.
 
     The decorated body receives the learner's function and raises :class:`CheckFailed` on
-    the first mistake; ``what`` describes what was checked, for the success line.
+    the first mistake; the message ``<name>.checked`` says what was checked, for the success line.
     """
+    EXERCISES.append(name)
 
     def decorate(body: Callable[[Callable], None]) -> Callable[[Callable], None]:
         @functools.wraps(body)
         def check(fn: Callable) -> None:
             if not callable(fn):
-                raise CheckFailed(f"{name}: expected a function, got {type(fn).__name__}")
+                raise fail("check.not_a_function", name=name, kind=type(fn).__name__)
             try:
                 body(fn)
             except CheckFailed:
                 raise
             except Exception as error:
                 if not is_stub(error):  # not through call(): something the learner returned broke the check
-                    raise CheckFailed(
-                        f"{name}: {type(error).__name__} while checking it, {origin(error)}{_said(error)}"
-                    ) from None
+                    raise fail("check.broke_the_check", name=name, error=type(error).__name__,
+                               origin=origin(error), said=_said(error)) from None  # fmt: skip
                 print(not_implemented_message(name))
                 return
-            print(f"✓ {name} is correct ({what}).")
+            print(passed(name))
 
-        check.__doc__ = f"Check your ``{name}`` against the reference: {what}."
+        check.__doc__ = f"Check your ``{name}`` against the reference: {say(f'{name}.checked', 'en')}."
         check.exercise_name = name
         return check
 
@@ -150,19 +187,21 @@ def refused(name: str, fn: Callable, *args: Any, case: str, instead: str) -> tup
     except Exception as error:
         if is_stub(error):
             raise
-        raise CheckFailed(f"{crash_message(name, error, case)}; {instead}") from None
+        raise fail("check.refused_otherwise", crash=crash_message(name, error, case), instead=instead) from None
 
 
-def expect_tensor(name: str, value: Any, what: str = "a tensor") -> torch.Tensor:
+def expect_tensor(name: str, value: Any, what: str = "check.a_tensor") -> torch.Tensor:
+    """``value`` if it is a tensor; else fail saying what was expected (message ``what``)."""
     if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"{name} should return {what}, but returned {type(value).__name__}")
+        raise fail("check.not_a_tensor", name=name, what=say(what), kind=type(value).__name__)
     return value
 
 
 def expect_shape(name: str, value: torch.Tensor, shape: tuple[int, ...], hint: str = "") -> None:
+    """Fail unless ``value`` has ``shape``; ``hint`` (already in the lesson's language) says what the shape holds."""
     if tuple(value.shape) != tuple(shape):
-        extra = f"; {hint}" if hint else ""
-        raise CheckFailed(f"{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}{extra}")
+        shapes = dict(name=name, expected=tuple(shape), got=tuple(value.shape))
+        raise fail("check.wrong_shape_hint", hint=hint, **shapes) if hint else fail("check.wrong_shape", **shapes)
 
 
 def same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:

@@ -8,9 +8,50 @@ import torch
 from einops import rearrange
 
 from ..model import patches as ref
-from ._core import CheckFailed, call, exercise, expect_shape, expect_tensor, refused
+from ._core import call, exercise, expect_shape, expect_tensor, fail, refused
+from ._messages import define, say
 
-_AXIS_NAMES = {"p": "row", "q": "column", "c": "channel"}
+MESSAGES = define({
+    "patchify.checked": "shapes, the (row, column, channel) order, non-square and one-channel images, bad sizes",
+    "unpatchify.checked": "the exact inverse of patchify, square and non-square grids, one channel",
+    "patches.row": "row",
+    "patches.column": "column",
+    "patches.channel": "channel",
+    "patches.axis_separator": ", ",
+    "patches.vector_order": "patch vectors are ordered ({named}); expected (row, column, channel)",
+    "patches.column_major": "tokens run down the columns first (column-major); expected row-major: left to right, "
+                            "then top to bottom",
+    "patches.problem_separator": "; ",
+    "patches.tiny_example": "patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, {token}] should be {expected}",
+    "patches.plain_reshape": "a plain reshape cuts the image's memory into runs of p*p*C numbers, and such a run is "
+                             "not a patch (it is a piece of one pixel row). Split H into (H/p, p) and W into (W/p, p), "
+                             "bring the two p axes together, then flatten: einops.rearrange does it in one line",
+    "patchify.case": "images of shape {shape} with patch_size={p}",
+    "patchify.in_place": "patchify changed its input images in place; work on a copy (or use rearrange/reshape)",
+    "patchify.transposed": "patchify: for {case} you returned (N, p*p*C, L) = {got}; tokens go on axis 1: expected "
+                           "(N, L, p*p*C) = {expected}",
+    "patchify.shape_hint": "for {case}: L = (H/p)*(W/p) tokens of p*p*C numbers each",
+    "patchify.wrong_order": "patchify: {problem}. To see it: {example}",
+    "patchify.reshaped": "patchify: {reshape}. To see it: {example}",
+    "patchify.wrong_values": "patchify: wrong values for {case}. To see it: {example}",
+    "patchify.ten_by_eight": "a 10x8 image",
+    "patchify.eight_by_ten": "an 8x10 image",
+    "patchify.bad_size_case": "{image} with patch_size=4",
+    "patchify.raise_value_error": "raise a ValueError that says the size is not divisible by the patch size",
+    "patchify.no_error": "patchify: {image} cannot be cut into 4x4 patches, but no error was raised; raise a "
+                         "ValueError when H or W is not divisible by patch_size",
+    "unpatchify.case": "patches of images {shape} with patch_size={p}",
+    "unpatchify.case_grid": "patches of images {shape} with patch_size={p} and grid_size={grid}",
+    "unpatchify.sides_swapped": "unpatchify: for {case} you returned {w}x{h} images; grid_size is (rows, columns)",
+    "unpatchify.shape_hint": "for {case}: images are (N, C, H, W), C = p*p*C / (p*p)",
+    "unpatchify.wrong_order": "unpatchify reads the patches in the wrong order: it assumes {problem}. Use the same "
+                              "pattern as patchify, with the two sides of the arrow swapped",
+    "unpatchify.reshaped": "unpatchify: a plain reshape of the patches does not rebuild the image: {reshape}, in "
+                           "reverse",
+    "unpatchify.not_inverse": "unpatchify: unpatchify(patchify(imgs, {p}), ...) does not give imgs back for {case}",
+})  # fmt: skip
+
+_AXIS_NAMES = {"p": "patches.row", "q": "patches.column", "c": "patches.channel"}
 _VECTOR_ORDERS = ["".join(order) for order in itertools.permutations("pqc")]  # "pqc" is right
 _TOKEN_ORDERS = {"h w": "row-major", "w h": "column-major"}  # "h w" is right
 
@@ -33,13 +74,11 @@ def _unpatchify_variant(x: torch.Tensor, p: int, grid: tuple[int, int], tokens: 
 def _describe(tokens: str, vector: str) -> str:
     problems = []
     if vector != "pqc":
-        named = ", ".join(_AXIS_NAMES[a] for a in vector)
-        problems.append(f"patch vectors are ordered ({named}); expected (row, column, channel)")
+        named = say("patches.axis_separator").join(say(_AXIS_NAMES[a]) for a in vector)
+        problems.append(say("patches.vector_order", named=named))
     if tokens != "h w":
-        problems.append(
-            "tokens run down the columns first (column-major); expected row-major: left to right, then top to bottom"
-        )
-    return "; ".join(problems)
+        problems.append(say("patches.column_major"))
+    return say("patches.problem_separator").join(problems)
 
 
 def _tiny_example(token: int = 0) -> str:
@@ -47,7 +86,7 @@ def _tiny_example(token: int = 0) -> str:
     token 0 is the same patch either way)."""
     imgs = _counting_images(1, 2, 4, 4)
     expected = ref.patchify(imgs, 2)[0, token].int().tolist()
-    return f"patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, {token}] should be {expected}"
+    return say("patches.tiny_example", token=token, expected=expected)
 
 
 def _plain_reshape(imgs: torch.Tensor, p: int) -> list[torch.Tensor]:
@@ -57,53 +96,44 @@ def _plain_reshape(imgs: torch.Tensor, p: int) -> list[torch.Tensor]:
     return [imgs.reshape(shape), imgs.permute(0, 2, 3, 1).reshape(shape)]
 
 
-_RESHAPE = ("a plain reshape cuts the image's memory into runs of p*p*C numbers, and such a run is not a patch "
-            "(it is a piece of one pixel row). Split H into (H/p, p) and W into (W/p, p), bring the two p axes "
-            "together, then flatten: einops.rearrange does it in one line")  # fmt: skip
-
-
 _CASES = [((2, 3, 8, 8), 4), ((1, 3, 8, 12), 4), ((2, 1, 6, 6), 3), ((1, 3, 4, 4), 4), ((1, 3, 8, 8), 1)]
 
 
-@exercise("patchify", "shapes, the (row, column, channel) order, non-square and one-channel images, bad sizes")
+@exercise("patchify")
 def check_patchify(fn) -> None:
     name = "patchify"
     for shape, p in _CASES:
         imgs = _counting_images(*shape)
         original = imgs.clone()
-        case = f"images of shape {shape} with patch_size={p}"
+        case = say("patchify.case", shape=shape, p=p)
         out = expect_tensor(name, call(name, fn, imgs, p, case=case))
         if not torch.equal(imgs, original):
-            raise CheckFailed(f"{name} changed its input images in place; work on a copy (or use rearrange/reshape)")
+            raise fail("patchify.in_place")
         n, c, h, w = shape
         expected_shape = (n, (h // p) * (w // p), p * p * c)
         if tuple(out.shape) == (n, p * p * c, (h // p) * (w // p)) and expected_shape != tuple(out.shape):
-            raise CheckFailed(
-                f"{name}: for {case} you returned (N, p*p*C, L) = {tuple(out.shape)}; "
-                f"tokens go on axis 1: expected (N, L, p*p*C) = {expected_shape}"
-            )
-        expect_shape(name, out, expected_shape, f"for {case}: L = (H/p)*(W/p) tokens of p*p*C numbers each")
+            raise fail("patchify.transposed", case=case, got=tuple(out.shape), expected=expected_shape)
+        expect_shape(name, out, expected_shape, say("patchify.shape_hint", case=case))
         if torch.equal(out, ref.patchify(imgs, p)):
             continue
         for tokens, vector in itertools.product(_TOKEN_ORDERS, _VECTOR_ORDERS):
             if torch.equal(out, _patchify_variant(imgs, p, tokens, vector)):
                 token = 1 if tokens != "h w" and vector == "pqc" else 0
-                raise CheckFailed(f"{name}: {_describe(tokens, vector)}. To see it: {_tiny_example(token)}")
+                raise fail("patchify.wrong_order", problem=_describe(tokens, vector), example=_tiny_example(token))
         if any(torch.equal(out, plain) for plain in _plain_reshape(imgs, p)):
-            raise CheckFailed(f"{name}: {_RESHAPE}. To see it: {_tiny_example()}")
-        raise CheckFailed(f"{name}: wrong values for {case}. To see it: {_tiny_example()}")
+            raise fail("patchify.reshaped", reshape=say("patches.plain_reshape"), example=_tiny_example())
+        raise fail("patchify.wrong_values", case=case, example=_tiny_example())
 
-    for image, h, w in [("a 10x8 image", 10, 8), ("an 8x10 image", 8, 10)]:  # testing one side alone misses the other
-        raised, _ = refused(name, fn, torch.zeros(1, 3, h, w), 4, case=f"{image} with patch_size=4",
-                            instead="raise a ValueError that says the size is not divisible by the patch size")  # fmt: skip
+    # testing one side alone misses the other
+    for image, h, w in [("patchify.ten_by_eight", 10, 8), ("patchify.eight_by_ten", 8, 10)]:
+        image = say(image)
+        raised, _ = refused(name, fn, torch.zeros(1, 3, h, w), 4, case=say("patchify.bad_size_case", image=image),
+                            instead=say("patchify.raise_value_error"))  # fmt: skip
         if not raised:
-            raise CheckFailed(
-                f"{name}: {image} cannot be cut into 4x4 patches, but no error was raised; "
-                "raise a ValueError when H or W is not divisible by patch_size"
-            )
+            raise fail("patchify.no_error", image=image)
 
 
-@exercise("unpatchify", "the exact inverse of patchify, square and non-square grids, one channel")
+@exercise("unpatchify")
 def check_unpatchify(fn) -> None:
     name = "unpatchify"
     for shape, p in _CASES:
@@ -112,22 +142,21 @@ def check_unpatchify(fn) -> None:
         grid = (h // p, w // p)
         x = ref.patchify(imgs, p)
         square = grid[0] == grid[1]
-        case = f"patches of images {shape} with patch_size={p}" + ("" if square else f" and grid_size={grid}")
+        case = (
+            say("unpatchify.case", shape=shape, p=p)
+            if square
+            else say("unpatchify.case_grid", shape=shape, p=p, grid=grid)
+        )
         out = call(name, fn, x, p, case=case) if square else call(name, fn, x, p, grid, case=case)
         out = expect_tensor(name, out)
         if tuple(out.shape) != shape and square is False and tuple(out.shape[-2:]) == (w, h):
-            raise CheckFailed(f"{name}: for {case} you returned {w}x{h} images; grid_size is (rows, columns)")
-        expect_shape(name, out, shape, f"for {case}: images are (N, C, H, W), C = p*p*C / (p*p)")
+            raise fail("unpatchify.sides_swapped", case=case, w=w, h=h)
+        expect_shape(name, out, shape, say("unpatchify.shape_hint", case=case))
         if torch.equal(out, imgs):
             continue
         for tokens, vector in itertools.product(_TOKEN_ORDERS, _VECTOR_ORDERS):
             if torch.equal(out, _unpatchify_variant(x, p, grid, tokens, vector)):
-                raise CheckFailed(
-                    f"{name} reads the patches in the wrong order: it assumes {_describe(tokens, vector)}. "
-                    "Use the same pattern as patchify, with the two sides of the arrow swapped"
-                )
+                raise fail("unpatchify.wrong_order", problem=_describe(tokens, vector))
         if torch.equal(out, x.reshape(out.shape)):
-            raise CheckFailed(
-                f"{name}: a plain reshape of the patches does not rebuild the image: {_RESHAPE}, in reverse"
-            )
-        raise CheckFailed(f"{name}: unpatchify(patchify(imgs, {p}), ...) does not give imgs back for {case}")
+            raise fail("unpatchify.reshaped", reshape=say("patches.plain_reshape"))
+        raise fail("unpatchify.not_inverse", p=p, case=case)

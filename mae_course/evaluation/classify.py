@@ -41,7 +41,7 @@ from ..data.datasets import (
 )
 from ..data.transforms import eval_transform
 from ..errors import CheckpointError, ConfigError
-from ..model.registry import MODEL_CONFIGS, check_architecture
+from ..model.registry import MODEL_CONFIGS, check_architecture, check_model_settings
 from ..model.vit import POOLINGS, encoder_settings
 from ..provenance import device_name
 from ..safe_files import atomic_write_json
@@ -52,6 +52,7 @@ from ..train.run import METRICS, Run, final_model, step_plan
 from ..train.step import autocast_for, make_train_step
 from .metrics import measure_accuracy
 
+DEFAULT_MODEL = "mae_vit_mini_patch4_32"  # the architecture of a random start without --model
 NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device", "val_every"}
 
 
@@ -64,6 +65,8 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
                                     "initialisation", group="encoder")  # fmt: skip
     model: str | None = option(None, "architecture, for checkpoints without a config or no checkpoint (default: "
                                "mae_vit_mini_patch4_32)", group="encoder", choices=tuple(MODEL_CONFIGS))  # fmt: skip
+    model_overrides: dict[str, Any] = option({}, "constructor overrides of a random start, e.g. '{\"embed_dim\": 64}' "
+                                             "(a checkpoint brings its own)", group="encoder", metavar="JSON")  # fmt: skip
     global_pool: str = option("avg", "features: the cls token or the average of the patch tokens", group="encoder",
                               choices=POOLINGS)  # fmt: skip
     val_subset: int | None = option(None, "evaluate on the first N validation images only", group="data")
@@ -92,6 +95,12 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
         need(0 <= self.warmup_fraction <= 1, f"warmup fraction must be in [0, 1], got {self.warmup_fraction}")
         if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
+        if self.model_overrides:
+            need(
+                self.checkpoint is None,
+                "model overrides shape a random start; a checkpoint brings its own architecture",
+            )
+            check_model_settings(self.model or DEFAULT_MODEL, {"img_size": self.image_size, **self.model_overrides})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +141,7 @@ def classification_sets(cfg: Any, train_transform: Callable) -> tuple[Dataset, D
 def encoder_source(cfg: ClassifyConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """(the MAE config of the encoder, its weights or None for a random start)."""
     if cfg.checkpoint is None:
-        return {**MODEL_CONFIGS[cfg.model or "mae_vit_mini_patch4_32"], "img_size": cfg.image_size}, None
+        return {**MODEL_CONFIGS[cfg.model or DEFAULT_MODEL], **cfg.model_overrides, "img_size": cfg.image_size}, None
     ckpt = load_checkpoint(cfg.checkpoint)
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     saved = config.get("model") or config.get("classifier")  # an MAE's encoder, or a classifier's

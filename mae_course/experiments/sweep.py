@@ -4,9 +4,13 @@
     python -m mae_course sweep --ablation decoder_depth --values 1 2 4          # Table 1a
     python -m mae_course sweep --ablation mask_token_in_encoder --values false true   # Table 1c
     python -m mae_course sweep --ablation epochs --values 10 20 40              # Figure 7, in miniature
+    python -m mae_course sweep --ablation embed_dim --values 64 128 192 --stages pretrain finetune scratch
+                                                                                # Figure 8, in miniature
 
-For every value, everything else fixed: pretrain an MAE, linear-probe it, fine-tune it. Each stage
-runs in a folder of its own (``<output>/<setting>=<value>/{pretrain,linprobe,finetune}``), and a
+For every value, everything else fixed: pretrain an MAE, linear-probe it, fine-tune it, and (stage
+``scratch``) train the same encoder from random weights with the fine-tuning settings, the
+baseline of Figure 8. Each stage runs in a folder of its own
+(``<output>/<setting>=<value>/{pretrain,linprobe,finetune,scratch}``), and a
 finished stage is never redone, so an interrupted sweep continues where it stopped (an interrupted
 pretraining resumes from its checkpoint). The settings every stage shares are recorded in
 ``sweep.json``; continuing under other settings is refused. ``results.json`` collects the
@@ -48,7 +52,10 @@ ABLATIONS: dict[str, tuple[str, type]] = {
     "augment": ("augment", str),  # Table 1e
     "mask_sampling": ("mask_sampling", str),  # Table 1f
     "epochs": ("epochs", int),  # Figure 7: the length of pretraining
+    "embed_dim": ("model_overrides", int),  # Figure 8: the encoder's width (the decoder stays as it is)
+    "depth": ("model_overrides", int),  # Figure 8: the encoder's depth
 }
+STAGES = ("pretrain", "linprobe", "finetune", "scratch")
 
 
 def parse_value(ablation: str, text: str) -> Any:
@@ -80,8 +87,8 @@ class SweepConfig:
     pretrain: dict[str, Any] = option({}, "pretraining settings, e.g. '{\"epochs\": 20}'", metavar="JSON")
     linprobe: dict[str, Any] = option({}, "linear-probe settings", metavar="JSON")
     finetune: dict[str, Any] = option({}, "fine-tuning settings", metavar="JSON")
-    stages: tuple[str, ...] = option(("pretrain", "linprobe", "finetune"), "the stages of each value",
-                                     choices=("pretrain", "linprobe", "finetune"))  # fmt: skip
+    stages: tuple[str, ...] = option(("pretrain", "linprobe", "finetune"), "the stages of each value (scratch: "
+                                     "the fine-tuning from random weights)", choices=STAGES)  # fmt: skip
 
     def validate(self) -> None:
         """Check every setting of every stage before any work (the stages' checkpoints do not exist yet)."""
@@ -98,8 +105,8 @@ class SweepConfig:
                 raise ConfigError(f"{self.ablation} takes {kind.__name__} values, got {value!r}")
         if len({folder_name(self.ablation, v) for v in self.values}) != len(self.values):
             raise ConfigError(f"the values repeat: {list(self.values)}")
-        if "pretrain" not in self.stages or set(self.stages) - {"pretrain", "linprobe", "finetune"}:
-            raise ConfigError("stages are pretrain (always) plus linprobe and/or finetune")
+        if "pretrain" not in self.stages or set(self.stages) - set(STAGES):
+            raise ConfigError("stages are pretrain (always) plus any of linprobe, finetune and scratch")
         for value in self.values:
             for stage, run_config in stage_configs(self, value).items():
                 (run_config if stage == "pretrain" else replace(run_config, checkpoint=None)).validate()
@@ -135,6 +142,10 @@ def stage_configs(cfg: SweepConfig, value: Any) -> dict[str, Any]:
     if "finetune" in cfg.stages:
         configs["finetune"] = replace(from_mapping(FinetuneConfig, cfg.finetune, "--finetune", fixed), **common,
                                       checkpoint=weights, output_dir=str(root / "finetune"))  # fmt: skip
+    if "scratch" in cfg.stages:  # the pretrained architecture, from random weights, with the same budget
+        configs["scratch"] = replace(from_mapping(FinetuneConfig, cfg.finetune, "--finetune", fixed), **common,
+                                     model=pre.model, model_overrides=dict(pre.model_overrides),
+                                     output_dir=str(root / "scratch"))  # fmt: skip
     return configs
 
 
@@ -157,7 +168,7 @@ def done_file(stage: str, run_config: Any) -> str:
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """Run every stage not finished yet, value by value; returns (and writes) the results."""
     cfg.validate()
-    jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune}
+    jobs = {"pretrain": pretrain, "linprobe": linprobe, "finetune": finetune, "scratch": finetune}
     with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "a sweep", _recorded_in_results) as stages:
         for value in cfg.values:
             for stage, run_config in stage_configs(cfg, value).items():
@@ -187,7 +198,9 @@ def collect(cfg: SweepConfig, stages: Stages) -> dict[str, Any]:
                                      "median_epoch_time_s": statistics.median(times)}  # fmt: skip
             else:
                 metrics = json.loads((folder / METRICS).read_text())
-                entry[stage] = {k: metrics[k] for k in ("top1", "top5", "best_top1", "epochs", "wall_time_s")}
+                entry[stage] = {
+                    k: metrics[k] for k in ("top1", "top5", "best_top1", "epochs", "wall_time_s", "trained_parameters")
+                }
         if entry:
             runs[str(value)] = entry
     results = {
@@ -228,7 +241,7 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
 
 
 AXIS_LABELS = {"mask_ratio": "masking ratio", "epochs": "pretraining epochs", "decoder_depth": "decoder depth",
-               "decoder_embed_dim": "decoder width"}  # fmt: skip
+               "decoder_embed_dim": "decoder width", "embed_dim": "encoder width", "depth": "encoder depth"}  # fmt: skip
 
 
 def sweep_figure(results: dict[str, Any], paper: bool | None = None,

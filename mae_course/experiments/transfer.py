@@ -2,8 +2,8 @@
 
 The paper's Tables 3-7 and Figure 8 as data (fine-tuned accuracy, COCO box and mask AP, ADE20K
 mIoU, per model size), and the figures of lesson 10: the paper's scaling and transfer results,
-and what the course measured on the built-in data with its own commands (longer pretraining,
-fewer labels, segmentation).
+and what the course measured on the built-in data with its own commands (bigger encoders,
+longer pretraining, fewer labels, segmentation).
 """
 
 from __future__ import annotations
@@ -85,6 +85,45 @@ def paper_figure() -> CourseFigure:
         ax.set_ylim(40, 56)
         ax.set(title=title)
         ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def model_size_figure(results: dict[str, Any]) -> CourseFigure:
+    """The paper's Figure 8 (left) beside the course's miniature (right): fine-tuned top-1 from the MAE
+    and from scratch, same budget, against the size of the encoder.
+
+    ``results`` is a ``sweep`` over the encoder's ``embed_dim`` or ``depth`` with the stages
+    ``finetune`` and ``scratch`` (``data/results/figure8.json``).
+    """
+    fig = CourseFigure(figsize=(11, 3.6), layout="constrained")
+    paper, ours = fig.subplots(1, 2)
+    for name, label, style in (("MAE", "MAE, then fine-tuned", "o-"), ("from scratch", "from scratch", "s--")):
+        ys = [PAPER_TABLE3[name][s] for s in SIZES]
+        paper.plot(SIZES, ys, style, label=label)
+    for size in SIZES:
+        gain = PAPER_TABLE3["MAE"][size] - PAPER_TABLE3["from scratch"][size]
+        paper.annotate(f"+{gain:.1f}", (size, PAPER_TABLE3["MAE"][size]), textcoords="offset points", xytext=(0, 6),
+                       ha="center", fontsize=8)  # fmt: skip
+    paper.set(title="the paper: ViT on ImageNet-1K (Figure 8)", ylabel="top-1 (%)", xlabel="model")
+    paper.legend(fontsize=8, loc="lower right")
+    runs = results["runs"]
+    values = [v for v in results["values"] if "finetune" in runs.get(v, {}) and "scratch" in runs.get(v, {})]
+    width = results["ablation"]
+    for stage, label, style in (
+        ("finetune", "MAE, then fine-tuned", "o-"),
+        ("scratch", "from scratch, same budget", "s--"),
+    ):
+        ours.plot([int(v) for v in values], [runs[v][stage]["top1"] for v in values], style, label=label)
+    for v in values:
+        gain = runs[v]["finetune"]["top1"] - runs[v]["scratch"]["top1"]
+        ours.annotate(f"{gain:+.1f}", (int(v), runs[v]["finetune"]["top1"]), textcoords="offset points",
+                      xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+    ticks = [f"{v}\n({runs[v]['finetune']['trained_parameters'] / 1e6:.2f}M)" for v in values]
+    ours.set_xticks([int(v) for v in values], ticks)
+    ours.set(title="this course: mini MAE on the built-in data", ylabel="top-1 (%)",
+             xlabel=f"encoder {'width' if width == 'embed_dim' else 'depth'} (parameters)")  # fmt: skip
+    ours.axhline(100 / 10, color="0.5", ls=":", lw=1, label="chance")
+    ours.legend(fontsize=8, loc="center right")
     return fig
 
 
