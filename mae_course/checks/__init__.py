@@ -18,7 +18,7 @@ and so on. A check imports reference functions only, never a job.
 
 from ._core import STUB_MARKER, CheckFailed, not_implemented_message
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
-from .encoder import check_attention, check_sincos_pos_embed
+from .encoder import check_attention, check_sincos_pos_embed, check_transformer_block
 from .flops import check_block_flops
 from .mae import check_forward_decoder, check_forward_encoder
 from .masking import check_random_masking
@@ -50,6 +50,7 @@ __all__ = [
     "check_rank_indices",
     "check_sincos_pos_embed",
     "check_train_epoch",
+    "check_transformer_block",
     "check_unpatchify",
     "check_unshuffle_with_mask_tokens",
     "not_implemented_message",

@@ -1,4 +1,4 @@
-"""Checks for lesson 03: the 2D sine-cosine positional embedding and attention."""
+"""Checks for lesson 03: the 2D sine-cosine positional embedding, attention and the Transformer block."""
 
 from __future__ import annotations
 
@@ -92,3 +92,103 @@ def check_attention(fn) -> None:
             if same(out, wrong):
                 raise CheckFailed(f"{_ATT}: {problem}")
         raise CheckFailed(f"{_ATT}: wrong values for {case}; compute softmax(q @ k.transpose(-2, -1) / sqrt(d)) @ v")
+
+
+_BLOCK = "TransformerBlock"
+
+
+def _official_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A block's parameters under the official names: an nn.Sequential MLP's mlp.0 / mlp.2 are mlp.fc1 / mlp.fc2."""
+    renamed = {"mlp.0.": "mlp.fc1.", "mlp.2.": "mlp.fc2."}
+    return {next((name.replace(a, b, 1) for a, b in renamed.items() if name.startswith(a)), name): value
+            for name, value in state.items()}  # fmt: skip
+
+
+def _block_variants(block: ref.Block, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The classic wrong blocks, computed with the reference's own weights, each with what to tell the learner."""
+    n1, attn, n2, fc1, fc2 = block.norm1, block.attn, block.norm2, block.mlp.fc1, block.mlp.fc2
+
+    def mlp(h: torch.Tensor, act=F.gelu) -> torch.Tensor:
+        return fc2(act(fc1(h)))
+
+    h = x + attn(n1(x))
+    post = n1(x + attn(x))
+    return {
+        "is post-norm (LayerNorm after each addition, as in the original Transformer); MAE's ViT is pre-norm: "
+        "x = x + attn(norm1(x)), then x = x + mlp(norm2(x))": n2(post + mlp(post)),
+        "has no residual around the attention: add its output to its input, x = x + attn(norm1(x))": (
+            attn(n1(x)) + mlp(n2(attn(n1(x))))
+        ),
+        "has no residual around the MLP: add its output to its input, x = x + mlp(norm2(x))": mlp(n2(h)),
+        "has no residuals at all: each sub-layer's output is added to its input, x = x + sublayer(norm(x))": mlp(
+            n2(attn(n1(x)))
+        ),
+        "runs the attention and the MLP side by side on the same input; the MLP comes after the attention's "
+        "residual, on norm2 of its result": x + attn(n1(x)) + mlp(n2(x)),
+        "normalizes the MLP's input with norm1; norm2 is a LayerNorm of its own": h + mlp(n1(h)),
+        "uses ReLU in the MLP; the ViT's MLP uses GELU (nn.GELU(), the exact one)": h + mlp(n2(h), F.relu),
+        "uses the tanh approximation of GELU; the ViT's is the exact nn.GELU()": h
+        + mlp(n2(h), lambda t: F.gelu(t, approximate="tanh")),
+    }
+
+
+@exercise(_BLOCK, "pre-norm, both residuals, a GELU MLP of width mlp_ratio x dim, LayerNorm eps 1e-6, official names")
+def check_transformer_block(fn) -> None:
+    dim, heads = 32, 4
+    for ratio in (4.0, 2.0):
+        case = f"TransformerBlock({dim}, {heads})" + ("" if ratio == 4.0 else f" with mlp_ratio={ratio}")
+        mine = (
+            call(_BLOCK, fn, dim, heads, case=case)
+            if ratio == 4.0
+            else call(_BLOCK, fn, dim, heads, mlp_ratio=ratio, case=case)
+        )
+        if not isinstance(mine, torch.nn.Module):
+            raise CheckFailed(f"{_BLOCK}({dim}, {heads}) should build an nn.Module, but gave {type(mine).__name__}")
+        torch.manual_seed(0)
+        want = ref.Block(dim, heads, mlp_ratio=ratio).eval()
+        with torch.no_grad():
+            for name, p in want.named_parameters():
+                p.copy_(
+                    (1.0 if name.startswith("norm") and name.endswith("weight") else 0.0) + 0.3 * torch.randn_like(p)
+                )
+        hidden = int(dim * ratio)
+        theirs = _official_names(mine.state_dict())
+        fc1 = theirs.get("mlp.fc1.weight")
+        if fc1 is not None and tuple(fc1.shape) != (hidden, dim):
+            if ratio != 4.0 and fc1.shape[0] == 4 * dim:
+                raise CheckFailed(f"{_BLOCK} ignores mlp_ratio: for {case} the MLP's hidden width must be "
+                                  f"int(dim * mlp_ratio) = {hidden}, not {fc1.shape[0]}")  # fmt: skip
+            raise CheckFailed(f"{_BLOCK}: for {case} the MLP's hidden layer has {fc1.shape[0]} units; it maps "
+                              f"{dim} -> int(dim * mlp_ratio) = {hidden} -> {dim}")  # fmt: skip
+        missing = sorted(set(want.state_dict()) - set(theirs))
+        unexpected = sorted(set(theirs) - set(want.state_dict()))
+        if missing or unexpected:
+            raise CheckFailed(
+                f"{_BLOCK}: its parameters are not named as in the official checkpoints (missing "
+                f"{', '.join(missing) or 'none'}; unexpected {', '.join(unexpected) or 'none'}). Use norm1, "
+                "attn = Attention(dim, num_heads), norm2 and mlp with fc1 and fc2 (or an nn.Sequential(Linear, "
+                "GELU, Linear) as mlp)"
+            )
+        for name, module in mine.named_modules():
+            if isinstance(module, torch.nn.LayerNorm) and module.eps != 1e-6:
+                raise CheckFailed(f"{_BLOCK}: {name} has eps={module.eps:g}; the ViT's LayerNorms use eps=1e-6 "
+                                  "(PyTorch's default is 1e-5)")  # fmt: skip
+        names = {official: own for own, official in zip(mine.state_dict(), theirs, strict=True)}
+        try:
+            mine.load_state_dict({names[k]: v for k, v in want.state_dict().items()})
+        except RuntimeError as error:
+            raise CheckFailed(
+                f"{_BLOCK}: the official weights do not load into it: {' '.join(str(error).split())}"
+            ) from None
+        mine.eval()
+        x = torch.randn(2, 5, dim, generator=torch.Generator().manual_seed(1)) * 2
+        with torch.no_grad():
+            out = expect_tensor(_BLOCK, call(_BLOCK, mine, x, case=f"{case} called on a (2, 5, {dim}) input"))
+            expect_shape(_BLOCK, out, (2, 5, dim), "(N, T, D) in, (N, T, D) out")
+            if same(out, want(x)):
+                continue
+            for problem, wrong in _block_variants(want, x).items():
+                if same(out, wrong):
+                    raise CheckFailed(f"{_BLOCK} {problem}")
+        raise CheckFailed(f"{_BLOCK}: wrong output for {case}; with the same weights it should equal "
+                          "mae_course.model.encoder.Block's: x + attn(norm1(x)), then x + mlp(norm2(x))")  # fmt: skip
