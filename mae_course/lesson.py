@@ -1,7 +1,9 @@
-"""Small helpers every lesson uses: the fast mode of the tests, and an environment report."""
+"""Small helpers every lesson uses: the fast mode of the tests, quiet runs, and an environment report."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import os
 import platform
@@ -18,6 +20,31 @@ def fast_mode() -> bool:
     A learner's run never sets it, so lessons train at their full, stated length.
     """
     return os.environ.get(FAST_ENV, "").lower() in ("1", "true", "yes")
+
+
+_QUIET = contextvars.ContextVar("mae_course_quiet_runs", default=False)
+
+
+@contextlib.contextmanager
+def quiet_runs():
+    """Inside this block every training job (pretraining, probing, fine-tuning, segmentation, and the
+    sweeps and evaluations made of them) prints one line when it ends, with its result and time,
+    instead of its opening line, its progress bars and its stage notes: a lesson's cell then shows
+    one line per run, not a log.
+
+        with quiet_runs():
+            probe = linprobe(LinprobeConfig(...))   # prints "linprobe: top1 38.7% after 90 epochs, ..."
+    """
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def runs_quietly() -> bool:
+    """True inside :func:`quiet_runs`."""
+    return _QUIET.get()
 
 
 def on_colab() -> bool:

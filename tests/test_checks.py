@@ -15,7 +15,7 @@ from mae_course.evaluation.protocols import layer_decay_groups, probe_head
 from mae_course.evaluation.segment import iou_per_class
 from mae_course.experiments.flops import block_flops
 from mae_course.experiments.scaling import batch_plan, rank_indices
-from mae_course.model.encoder import attention
+from mae_course.model.encoder import Block, attention
 from mae_course.seeing.reconstruction import denormalize_patches, paste_visible
 from mae_course.train.recipe import lr_at, train_epoch
 
@@ -211,6 +211,47 @@ def attention_softmax_over_queries(q, k, v):
 
 def attention_weights_only(q, k, v):
     return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1)
+
+
+# ---------------------------------------------------------------------------- Transformer block
+
+
+def block_with(post_norm=False, attn_residual=True, mlp_residual=True, hidden=None, act=nn.GELU, eps=1e-6,
+               reuse_norm1=False, sequential=True):  # fmt: skip
+    """A learner's TransformerBlock class with one of the usual mistakes."""
+
+    class LearnersBlock(nn.Module):
+        def __init__(self, dim, num_heads, mlp_ratio=4.0):
+            super().__init__()
+            width = int(dim * mlp_ratio) if hidden is None else hidden(dim)
+            self.norm1 = nn.LayerNorm(dim, eps=eps)
+            self.attn = M.model.encoder.Attention(dim, num_heads)
+            self.norm2 = nn.LayerNorm(dim, eps=eps)
+            if sequential:
+                self.mlp = nn.Sequential(nn.Linear(dim, width), act(), nn.Linear(width, dim))
+            else:
+                self.mlp = nn.Module()
+                self.mlp.fc1, self.mlp.fc2 = nn.Linear(dim, width), nn.Linear(width, dim)
+
+        def forward(self, x):
+            mlp = self.mlp if sequential else (lambda h: self.mlp.fc2(act()(self.mlp.fc1(h))))
+            if post_norm:
+                x = self.norm1(x + self.attn(x))
+                return self.norm2(x + mlp(x))
+            a = self.attn(self.norm1(x))
+            x = x + a if attn_residual else a
+            m = mlp((self.norm1 if reuse_norm1 else self.norm2)(x))
+            return x + m if mlp_residual else m
+
+    return LearnersBlock
+
+
+def block_with_own_names(dim, num_heads, mlp_ratio=4.0):  # right computation, names the checkpoints do not know
+    block = block_with()(dim, num_heads, mlp_ratio)
+    block.ff = block.mlp
+    del block.mlp
+    block.forward = lambda x: (lambda h: h + block.ff(block.norm2(h)))(x + block.attn(block.norm1(x)))
+    return block
 
 
 # ---------------------------------------------------------------------------- lr schedule
@@ -541,6 +582,19 @@ MUTANTS = {
         (sincos_with(cls=False), r"no cls row"),
         (sincos_with(cls_value=1.0), r"must be all zeros"),
     ],
+    "check_transformer_block": [
+        (block_with(post_norm=True), r"is post-norm"),
+        (block_with(attn_residual=False), r"no residual around the attention"),
+        (block_with(mlp_residual=False), r"no residual around the MLP"),
+        (block_with(attn_residual=False, mlp_residual=False), r"no residuals at all"),
+        (block_with(hidden=lambda d: d), r"hidden layer has 32 units; it maps 32 -> int\(dim \* mlp_ratio\) = 128"),
+        (block_with(hidden=lambda d: 4 * d), r"ignores mlp_ratio: .* must be int\(dim \* mlp_ratio\) = 64, not 128"),
+        (block_with(act=nn.ReLU), r"uses ReLU in the MLP"),
+        (block_with(act=lambda: nn.GELU(approximate="tanh")), r"tanh approximation of GELU"),
+        (block_with(reuse_norm1=True), r"normalizes the MLP's input with norm1"),
+        (block_with(eps=1e-5), r"norm1 has eps=1e-05; the ViT's LayerNorms use eps=1e-6"),
+        (block_with_own_names, r"not named as in the official checkpoints \(missing mlp.fc1.bias.*unexpected ff.0"),
+    ],
     "check_attention": [
         (attention_unscaled, r"not scaled"),
         (attention_scaled_by_d, r"divided by d; divide by sqrt\(d\)"),
@@ -678,6 +732,7 @@ REFERENCES = {
     "check_random_masking": M.random_masking,
     "check_sincos_pos_embed": M.sincos_pos_embed,
     "check_attention": attention,
+    "check_transformer_block": Block,
     "check_unshuffle_with_mask_tokens": M.unshuffle_with_mask_tokens,
     "check_masked_mse_loss": M.masked_mse_loss,
     "check_norm_pix_target": M.norm_pix_target,
@@ -854,3 +909,9 @@ def test_non_callable_is_refused():
 def test_attention_reference_equals_sdpa():
     q, k, v = torch.randn(3, 2, 4, 5, 8).unbind(0)
     assert torch.allclose(attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+
+
+def test_the_block_check_accepts_the_official_names_and_a_sequential_mlp(capsys):
+    C.check_transformer_block(block_with(sequential=False))  # mlp.fc1 / mlp.fc2, as in the checkpoints
+    C.check_transformer_block(block_with())  # nn.Sequential(Linear, GELU, Linear): mlp.0 / mlp.2
+    assert capsys.readouterr().out.count("✓ TransformerBlock is correct") == 2

@@ -281,3 +281,28 @@ def test_fine_tuning_takes_model_overrides_only_for_a_random_start(tmp_path):
         FinetuneConfig(model_overrides={"embed_dim": 66}).validate()
     with pytest.raises(ConfigError, match="unknown setting 'width'"):
         FinetuneConfig(model_overrides={"width": 64}).validate()
+
+
+def test_quiet_runs_print_one_line_per_run_and_no_progress_bars(tmp_path, capsys):
+    """Lessons wrap long runs in quiet_runs(): each pretraining, probe and fine-tuning prints its
+    result in one line when it ends, and no opening lines, stage notes or progress bars."""
+    from mae_course.lesson import quiet_runs, runs_quietly
+
+    cfg = SweepConfig(output_dir=str(tmp_path / "quiet"), values=(0.75,), **QUICK)
+    assert not runs_quietly()
+    with quiet_runs():
+        assert runs_quietly()
+        results = sweep(cfg)
+    assert not runs_quietly()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["pretrain", "linprobe", "finetune"], lines
+    probe = results["runs"]["0.75"]["linprobe"]["top1"]
+    assert f"linprobe: top1 {probe:.1f}% after 1 epochs" in lines[1] and "mask_ratio=0.75/linprobe" in lines[1]
+    assert "pretrain: mae_vit_mini_patch4_32, 1 epochs, loss " in lines[0]
+    assert "step" not in captured.err and "%|" not in captured.err  # no tqdm bar was drawn
+
+    sweep(replace(cfg, output_dir=str(tmp_path / "loud"), stages=("pretrain",)))  # the usual log
+    out = capsys.readouterr().out
+    assert "mask_ratio=0.75 pretrain: running" in out and "pretraining mae_vit_mini_patch4_32 on builtin" in out
+    assert not any(line.startswith("pretrain: mae_vit") for line in out.splitlines())

@@ -24,7 +24,7 @@ from . import _messages as messages
 from ._core import STUB_MARKER, CheckFailed, not_implemented_message, passed, verdicts
 from ._messages import language, use_language
 from .decoder import check_masked_mse_loss, check_norm_pix_target, check_unshuffle_with_mask_tokens
-from .encoder import check_attention, check_sincos_pos_embed
+from .encoder import check_attention, check_sincos_pos_embed, check_transformer_block
 from .flops import check_block_flops
 from .mae import check_forward_decoder, check_forward_encoder
 from .masking import check_random_masking
@@ -56,6 +56,7 @@ __all__ = [
     "check_rank_indices",
     "check_sincos_pos_embed",
     "check_train_epoch",
+    "check_transformer_block",
     "check_unpatchify",
     "check_unshuffle_with_mask_tokens",
     "language",

@@ -1,4 +1,4 @@
-"""Checks for lesson 03: the 2D sine-cosine positional embedding and attention."""
+"""Checks for lesson 03: the 2D sine-cosine positional embedding, attention and the Transformer block."""
 
 from __future__ import annotations
 
@@ -113,3 +113,130 @@ def check_attention(fn) -> None:
             if same(out, wrong):
                 raise fail(problem)
         raise fail("attention.wrong_values", case=case)
+
+
+_BLOCK = "TransformerBlock"
+define({
+    "TransformerBlock.checked": "pre-norm, both residuals, a GELU MLP of width mlp_ratio x dim, LayerNorm eps 1e-6, "
+                                "official names",
+    "TransformerBlock.case": "TransformerBlock({dim}, {heads})",
+    "TransformerBlock.case_ratio": "TransformerBlock({dim}, {heads}) with mlp_ratio={ratio}",
+    "TransformerBlock.not_a_module": "TransformerBlock({dim}, {heads}) should build an nn.Module, but gave {kind}",
+    "TransformerBlock.ignores_ratio": "TransformerBlock ignores mlp_ratio: for {case} the MLP's hidden width must be "
+                                      "int(dim * mlp_ratio) = {hidden}, not {got}",
+    "TransformerBlock.mlp_width": "TransformerBlock: for {case} the MLP's hidden layer has {got} units; it maps "
+                                  "{dim} -> int(dim * mlp_ratio) = {hidden} -> {dim}",
+    "TransformerBlock.names": "TransformerBlock: its parameters are not named as in the official checkpoints "
+                              "(missing {missing}; unexpected {unexpected}). Use norm1, attn = Attention(dim, "
+                              "num_heads), norm2 and mlp with fc1 and fc2 (or an nn.Sequential(Linear, GELU, Linear) "
+                              "as mlp)",
+    "TransformerBlock.none": "none",
+    "TransformerBlock.eps": "TransformerBlock: {name} has eps={eps}; the ViT's LayerNorms use eps=1e-6 (PyTorch's "
+                            "default is 1e-5)",
+    "TransformerBlock.not_loading": "TransformerBlock: the official weights do not load into it: {error}",
+    "TransformerBlock.called": "{case} called on a (2, 5, {dim}) input",
+    "TransformerBlock.shape_hint": "(N, T, D) in, (N, T, D) out",
+    "TransformerBlock.post_norm": "TransformerBlock is post-norm (LayerNorm after each addition, as in the original "
+                                  "Transformer); MAE's ViT is pre-norm: x = x + attn(norm1(x)), then "
+                                  "x = x + mlp(norm2(x))",
+    "TransformerBlock.no_attention_residual": "TransformerBlock has no residual around the attention: add its output "
+                                              "to its input, x = x + attn(norm1(x))",
+    "TransformerBlock.no_mlp_residual": "TransformerBlock has no residual around the MLP: add its output to its input, "
+                                        "x = x + mlp(norm2(x))",
+    "TransformerBlock.no_residuals": "TransformerBlock has no residuals at all: each sub-layer's output is added to "
+                                     "its input, x = x + sublayer(norm(x))",
+    "TransformerBlock.parallel": "TransformerBlock runs the attention and the MLP side by side on the same input; the "
+                                 "MLP comes after the attention's residual, on norm2 of its result",
+    "TransformerBlock.norm1_reused": "TransformerBlock normalizes the MLP's input with norm1; norm2 is a LayerNorm of "
+                                     "its own",
+    "TransformerBlock.relu": "TransformerBlock uses ReLU in the MLP; the ViT's MLP uses GELU (nn.GELU(), the exact one)",
+    "TransformerBlock.tanh_gelu": "TransformerBlock uses the tanh approximation of GELU; the ViT's is the exact "
+                                  "nn.GELU()",
+    "TransformerBlock.wrong_output": "TransformerBlock: wrong output for {case}; with the same weights it should equal "
+                                     "mae_course.model.encoder.Block's: x + attn(norm1(x)), then x + mlp(norm2(x))",
+})  # fmt: skip
+
+
+def _official_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A block's parameters under the official names: an nn.Sequential MLP's mlp.0 / mlp.2 are mlp.fc1 / mlp.fc2."""
+    renamed = {"mlp.0.": "mlp.fc1.", "mlp.2.": "mlp.fc2."}
+    return {next((name.replace(a, b, 1) for a, b in renamed.items() if name.startswith(a)), name): value
+            for name, value in state.items()}  # fmt: skip
+
+
+def _block_variants(block: ref.Block, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The classic wrong blocks, computed with the reference's own weights, by the id of what to tell the learner."""
+    n1, attn, n2, fc1, fc2 = block.norm1, block.attn, block.norm2, block.mlp.fc1, block.mlp.fc2
+
+    def mlp(h: torch.Tensor, act=F.gelu) -> torch.Tensor:
+        return fc2(act(fc1(h)))
+
+    h = x + attn(n1(x))
+    post = n1(x + attn(x))
+    return {
+        "TransformerBlock.post_norm": n2(post + mlp(post)),
+        "TransformerBlock.no_attention_residual": attn(n1(x)) + mlp(n2(attn(n1(x)))),
+        "TransformerBlock.no_mlp_residual": mlp(n2(h)),
+        "TransformerBlock.no_residuals": mlp(n2(attn(n1(x)))),
+        "TransformerBlock.parallel": x + attn(n1(x)) + mlp(n2(x)),
+        "TransformerBlock.norm1_reused": h + mlp(n1(h)),
+        "TransformerBlock.relu": h + mlp(n2(h), F.relu),
+        "TransformerBlock.tanh_gelu": h + mlp(n2(h), lambda t: F.gelu(t, approximate="tanh")),
+    }
+
+
+def _reference_block(dim: int, heads: int, ratio: float) -> ref.Block:
+    """The package's block with random weights (LayerNorm weights around 1), so that every mistake shows."""
+    torch.manual_seed(0)
+    want = ref.Block(dim, heads, mlp_ratio=ratio).eval()
+    with torch.no_grad():
+        for name, p in want.named_parameters():
+            p.copy_((1.0 if name.startswith("norm") and name.endswith("weight") else 0.0) + 0.3 * torch.randn_like(p))
+    return want
+
+
+@exercise(_BLOCK)
+def check_transformer_block(fn) -> None:
+    dim, heads = 32, 4
+    for ratio in (4.0, 2.0):
+        if ratio == 4.0:
+            case = say("TransformerBlock.case", dim=dim, heads=heads)
+            mine = call(_BLOCK, fn, dim, heads, case=case)
+        else:
+            case = say("TransformerBlock.case_ratio", dim=dim, heads=heads, ratio=ratio)
+            mine = call(_BLOCK, fn, dim, heads, mlp_ratio=ratio, case=case)
+        if not isinstance(mine, torch.nn.Module):
+            raise fail("TransformerBlock.not_a_module", dim=dim, heads=heads, kind=type(mine).__name__)
+        want = _reference_block(dim, heads, ratio)
+        hidden = int(dim * ratio)
+        theirs = _official_names(mine.state_dict())
+        fc1 = theirs.get("mlp.fc1.weight")
+        if fc1 is not None and tuple(fc1.shape) != (hidden, dim):
+            if ratio != 4.0 and fc1.shape[0] == 4 * dim:
+                raise fail("TransformerBlock.ignores_ratio", case=case, hidden=hidden, got=fc1.shape[0])
+            raise fail("TransformerBlock.mlp_width", case=case, got=fc1.shape[0], dim=dim, hidden=hidden)
+        missing = sorted(set(want.state_dict()) - set(theirs))
+        unexpected = sorted(set(theirs) - set(want.state_dict()))
+        if missing or unexpected:
+            none = say("TransformerBlock.none")
+            raise fail("TransformerBlock.names", missing=", ".join(missing) or none,
+                       unexpected=", ".join(unexpected) or none)  # fmt: skip
+        for name, module in mine.named_modules():
+            if isinstance(module, torch.nn.LayerNorm) and module.eps != 1e-6:
+                raise fail("TransformerBlock.eps", name=name, eps=f"{module.eps:g}")
+        names = {official: own for own, official in zip(mine.state_dict(), theirs, strict=True)}
+        try:
+            mine.load_state_dict({names[k]: v for k, v in want.state_dict().items()})
+        except RuntimeError as error:
+            raise fail("TransformerBlock.not_loading", error=" ".join(str(error).split())) from None
+        mine.eval()
+        x = torch.randn(2, 5, dim, generator=torch.Generator().manual_seed(1)) * 2
+        with torch.no_grad():
+            out = expect_tensor(_BLOCK, call(_BLOCK, mine, x, case=say("TransformerBlock.called", case=case, dim=dim)))
+            expect_shape(_BLOCK, out, (2, 5, dim), say("TransformerBlock.shape_hint"))
+            if same(out, want(x)):
+                continue
+            for problem, wrong in _block_variants(want, x).items():
+                if same(out, wrong):
+                    raise fail(problem)
+        raise fail("TransformerBlock.wrong_output", case=case)

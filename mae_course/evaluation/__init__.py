@@ -7,4 +7,5 @@ classify       the classifier job on the training loop, given a recipe
 finetune       fine-tuning (end to end or partial) and training from scratch
 linprobe       linear probing, with cached frozen features
 all_protocols  all of them for one checkpoint, with baselines: ``python -m mae_course evaluate``
+inside         lesson 07   looking inside an encoder: cls attention, PCA colours of patches, nearest neighbours
 """

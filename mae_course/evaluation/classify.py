@@ -41,6 +41,7 @@ from ..data.datasets import (
 )
 from ..data.transforms import eval_transform
 from ..errors import CheckpointError, ConfigError
+from ..lesson import runs_quietly
 from ..model.registry import MODEL_CONFIGS, check_architecture, check_model_settings
 from ..model.vit import POOLINGS, encoder_settings
 from ..provenance import device_name
@@ -235,7 +236,8 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             loader = make_loader(val_inputs, max(256, cfg.batch_size), rt.device, 0 if tensor_inputs else workers)
             return recipe.measure(predict, on_device(loader), rt.device, autocast, classes)
 
-        if rt.is_main:
+        quiet = runs_quietly()
+        if rt.is_main and not quiet:
             frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
             tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
             print(f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {cfg.checkpoint or 'random initialisation'} "
@@ -247,7 +249,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
         # ---- the epochs, each followed by a validation (every val_every epochs)
         metrics: dict[str, float] = {}
         bar = tqdm(total=schedule.total_steps, initial=run.progress.step, desc=cfg.kind, unit="step",
-                   disable=not rt.is_main, dynamic_ncols=True)  # fmt: skip
+                   disable=not rt.is_main or quiet, dynamic_ncols=True)  # fmt: skip
         with bar:
             while run.progress.epoch < cfg.epochs:
                 p = run.progress
@@ -297,5 +299,8 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             if run.progress.step > first_step or not final_model(run.out).exists():
                 run.save_final(model, settings)
             atomic_write_json(run.out / METRICS, summary)
+            if quiet:
+                print(f"{cfg.kind}: {recipe.primary} {summary[recipe.primary]:.1f}% after {cfg.epochs} epochs, "
+                      f"{run.progress.seconds / 60:.1f} min ({run.out})")  # fmt: skip
         barrier()
         return summary

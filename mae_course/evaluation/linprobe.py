@@ -25,6 +25,7 @@ from ..config import option
 from ..data.batches import make_loader
 from ..data.transforms import PROBE_AUGMENTATIONS, probe_transform
 from ..errors import ConfigError
+from ..lesson import runs_quietly
 from ..model.vit import load_mae_encoder, vit_from_mae
 from ..train.step import autocast_for
 from .classify import ClassifyConfig, Recipe, classification_sets, eval_crop, train_classifier
@@ -126,8 +127,9 @@ def inputs(cfg: LinprobeConfig, model: nn.Module, train_set, val_set, rt, worker
 
         return train_set, shard(val_set, rt.rank, rt.world_size), model, frozen_then_head
     model.eval()
-    train = frozen_features(model, train_set, "train", cfg, workers, rt.is_main)
-    val = frozen_features(model, val_set, "val", cfg, workers, rt.is_main)
+    show = rt.is_main and not runs_quietly()
+    train = frozen_features(model, train_set, "train", cfg, workers, show)
+    val = frozen_features(model, val_set, "val", cfg, workers, show)
     return train, val, model.head, model.head
 
 

@@ -36,7 +36,8 @@ def denormalize_patches(pred: torch.Tensor, target: torch.Tensor, eps: float = 1
 
     A model trained on normalized pixels predicts every patch without its mean and scale. To
     draw the prediction, give it back the mean and ``sqrt(var + eps)`` (unbiased variance) of
-    the true patch at the same place: ``pred * sqrt(var + eps) + mean``.
+    the true patch at the same place: ``pred * sqrt(var + eps) + mean``. This borrows the
+    target's statistics (see :func:`predictions_to_pixels`): a way to look, not a prediction.
 
     Args:
         pred: (N, L, p*p*C) predictions in normalized-pixel space.
@@ -51,9 +52,11 @@ def predictions_to_pixels(model: MaskedAutoencoder, imgs: torch.Tensor, pred: to
     """(N, L, p*p*C) predictions -> (N, L, p*p*C) in the normalized-image space of ``imgs``.
 
     A model trained with ``norm_pix_loss`` predicts each patch normalized by its own mean and
-    std; to draw it, those statistics are taken from the original patch (the official
-    visualisation does the same). That shows the predicted *structure*; the brightness and
-    contrast of removed patches then come from the original.
+    std; to draw it, those statistics are taken from the original patch. That is a convention of
+    third-party code, not the official demo's (it draws ``mae_visualize_vit_large``, a model
+    trained on plain pixels), and it leaks the target: the brightness and contrast of removed
+    patches come from the original, which the model never saw. The picture shows the predicted
+    *structure* only.
     """
     if not model.norm_pix_loss:
         return pred

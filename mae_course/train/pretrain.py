@@ -34,6 +34,7 @@ from ..data.datasets import loader_workers
 from ..data.transforms import AUGMENTATIONS
 from ..errors import ConfigError
 from ..figures import loss_curve_figure, save_figure
+from ..lesson import runs_quietly
 from ..model.masking import SAMPLINGS, num_kept
 from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
 from ..seeing.reconstruction import reconstruction_figure
@@ -171,7 +172,8 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                 figure("reconstructions_untrained.png", "untrained model")
             first_step = run.progress.step
             run.write_config(settings)
-            if rt.is_main:
+            quiet = runs_quietly()
+            if rt.is_main and not quiet:
                 processes = f" x {rt.world_size} processes" if rt.distributed else ""
                 print(f"pretraining {cfg.model} on {cfg.data} ({len(images)} images, {cfg.image_size}px) on "
                       f"{rt.device}{processes}: {cfg.epochs} epochs x {schedule.steps_per_epoch} steps, effective batch "
@@ -179,7 +181,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
 
             # ---- the epochs (one progress bar for the whole run)
             bar = tqdm(total=schedule.total_steps, initial=run.progress.step, desc="pretrain", unit="step",
-                       disable=not rt.is_main, dynamic_ncols=True)  # fmt: skip
+                       disable=not rt.is_main or quiet, dynamic_ncols=True)  # fmt: skip
             with bar:
                 while run.progress.epoch < cfg.epochs:
                     p = run.progress
@@ -213,6 +215,10 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                     summary["finished_before"] = True
                     done = f"wrote the missing {', '.join(written)}" if written else "nothing to do"
                     print(f"{run.out} had already finished all {cfg.epochs} epochs; {done}")
+                elif quiet:
+                    epochs = [r for r in run.log.read() if "train_loss" in r]
+                    print(f"pretrain: {cfg.model}, {len(epochs)} epochs, loss {epochs[-1]['train_loss']:.4f}, "
+                          f"{run.progress.seconds / 60:.1f} min ({run.out})")  # fmt: skip
             barrier()
             return summary
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..lesson import runs_quietly
 from ..provenance import started
 from ..safe_files import FolderLock, atomic_write_json
 from .run import CHECKPOINT
@@ -98,10 +99,10 @@ class Stages:
         resumed = (folder / CHECKPOINT).exists()
         if resumed:
             config.resume = "auto"  # interrupted before: continue it
-            print(f"{name}: resuming ({folder})")
         else:
             config.overwrite = True  # leftovers of a run that never saved a checkpoint
-            print(f"{name}: running ({folder})")
+        if not runs_quietly():  # quiet: the job's own closing line says what ran
+            print(f"{name}: {'resuming' if resumed else 'running'} ({folder})")
         begin = time.perf_counter()
         job(config)
         # a resumed stage's wall time is that of its last part only: say so
