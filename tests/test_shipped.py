@@ -52,7 +52,7 @@ def test_shipped_results_carry_their_provenance():
     assert {p.stem for p in paths} >= {"evaluation", "figure5", "figure5_ft20", "decoder_depth", "mask_token",
                                        "norm_pix", "seed1", "table2_cpu", "table2_cpu_mini", "probe_cls_token",
                                        "probe_lr_rule", "probe_cls_token_lr_rule", "partial_long", "figure7",
-                                       "labels_100", "labels_1000", "segmentation", "figure8"}  # fmt: skip
+                                       "labels_100", "labels_1000", "segmentation", "figure8", "table1e", "table1f"}  # fmt: skip
     for path in paths:
         results = json.loads(path.read_text())
         assert results["git_commit"] and results["hardware"]["device"] and results["hardware"]["torch"], path.name
@@ -163,6 +163,27 @@ def test_the_shipped_figure8_sweep_compares_each_size_with_scratch_on_the_same_b
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     # the 128-wide encoder is the shipped checkpoint's architecture: the same number of trained parameters
     assert figure8["runs"]["128"]["finetune"]["trained_parameters"] == evaluation["runs"]["finetune"]["trained_parameters"]
+
+
+def test_the_shipped_table1e_and_table1f_sweeps_train_one_model_per_setting_on_one_protocol():
+    """Lesson 08's masking strategies (Table 1f) and augmentations (Table 1e): each a model pretrained
+    for 10 epochs with that setting, probed and fine-tuned as in lesson 07. The default run (random
+    masks, crop) is shared: table1f's random run is table1e's crop row, so their settings must agree."""
+    table1f = json.loads(shipped_results("table1f").read_text())
+    table1e = json.loads(shipped_results("table1e").read_text())
+    evaluation = json.loads(shipped_results("evaluation").read_text())
+    assert (table1f["ablation"], table1f["values"]) == ("mask_sampling", ["random", "block", "grid"])
+    assert (table1e["ablation"], table1e["values"]) == ("augment", ["none", "crop+jitter"])
+    for results in (table1f, table1e):
+        assert results["settings"]["pretrain"] == {"epochs": 10}
+        assert results["settings"]["finetune"] == evaluation["settings"]["finetune"]  # lesson 07's protocol
+        assert results["note"] and results["command"].startswith("OMP_NUM_THREADS=1 python -m mae_course sweep")
+        for run in results["runs"].values():
+            assert run["pretrain"]["epochs"] == 10
+            assert run["linprobe"]["epochs"] == evaluation["runs"]["linprobe"]["epochs"]
+            assert run["finetune"]["epochs"] == evaluation["runs"]["finetune"]["epochs"]
+    shared = ("data", "image_size", "seed", "pretrain", "linprobe", "finetune")
+    assert {k: table1f["settings"][k] for k in shared} == {k: table1e["settings"][k] for k in shared}
 
 
 @pytest.mark.parametrize("labels", [100, 1000])
