@@ -162,7 +162,9 @@ def test_the_shipped_figure8_sweep_compares_each_size_with_scratch_on_the_same_b
         sizes.append(run["finetune"]["trained_parameters"])
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     # the 128-wide encoder is the shipped checkpoint's architecture: the same number of trained parameters
-    assert figure8["runs"]["128"]["finetune"]["trained_parameters"] == evaluation["runs"]["finetune"]["trained_parameters"]
+    assert (
+        figure8["runs"]["128"]["finetune"]["trained_parameters"] == evaluation["runs"]["finetune"]["trained_parameters"]
+    )
 
 
 def test_the_shipped_table1e_and_table1f_sweeps_train_one_model_per_setting_on_one_protocol():
