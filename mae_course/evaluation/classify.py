@@ -42,7 +42,7 @@ from ..data.datasets import (
 from ..data.transforms import eval_transform
 from ..errors import CheckpointError, ConfigError
 from ..lesson import runs_quietly
-from ..model.registry import MODEL_CONFIGS, check_architecture, check_model_settings
+from ..model.registry import DEFAULT_MODEL, MODEL_CONFIGS, check_architecture, check_model_settings
 from ..model.vit import POOLINGS, encoder_settings
 from ..provenance import device_name
 from ..safe_files import atomic_write_json
@@ -53,7 +53,6 @@ from ..train.run import METRICS, Run, final_model, step_plan
 from ..train.step import autocast_for, make_train_step
 from .metrics import measure_accuracy
 
-DEFAULT_MODEL = "mae_vit_mini_patch4_32"  # the architecture of a random start without --model
 NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device", "val_every"}
 
 

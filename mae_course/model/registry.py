@@ -19,6 +19,7 @@ from .masking import SAMPLINGS
 
 _PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
 
+DEFAULT_MODEL = "mae_vit_mini_patch4_32"  # the course's architecture: pretraining's default, a random start's
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     # The paper's models, 224x224 input (Table 3; decoder of Table 1a/1b).
     "mae_vit_base_patch16": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, **_PAPER_DECODER),

@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..figures import loss_curve_figure, save_figure
 from ..lesson import runs_quietly
 from ..model.masking import SAMPLINGS, num_kept
-from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
+from ..model.registry import DEFAULT_MODEL, MODEL_CONFIGS, build_model, check_model_settings
 from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
@@ -55,7 +55,7 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
     """Every setting of a pretraining run. The command line has one flag per field."""
 
     output_dir: str = "runs/pretrain"
-    model: str = option("mae_vit_mini_patch4_32", "the architecture", group="model", choices=tuple(MODEL_CONFIGS))
+    model: str = option(DEFAULT_MODEL, "the architecture", group="model", choices=tuple(MODEL_CONFIGS))
     model_overrides: dict[str, Any] = option({}, "constructor overrides, e.g. '{\"decoder_depth\": 1}'",
                                              group="model", metavar="JSON")  # fmt: skip
     norm_pix_loss: bool = option(False, "predict per-patch normalized pixels", group="model", negatable=True)
