@@ -210,3 +210,38 @@ def test_every_rank_draws_its_own_crops_and_masks(tmp_path, pipeline="cpu"):
     for a, b in zip(imgs0, imgs1, strict=True):
         assert not torch.allclose(a, b)  # the same picture, cropped differently on each rank
     assert not torch.equal(mask0, mask1)
+
+
+def _grad_disagreement_as_a_rank(rank: int, port: int, out: str) -> None:
+    """One process of a 2-process gloo group whose gradients have the same norm on both ranks but
+    not the same entries (rank 1 holds rank 0's gradient reversed), then the same gradients."""
+    import torch.distributed as dist
+
+    from mae_course.train.distributed import grad_disagreement
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    layer = torch.nn.Linear(3, 2)
+    weight_grad = torch.arange(6.0).view(2, 3)
+    layer.weight.grad = weight_grad.flip(-1) if rank == 1 else weight_grad.clone()
+    layer.bias.grad = torch.tensor([1.0, -2.0])
+    different = grad_disagreement(layer)
+    layer.weight.grad = weight_grad.clone()
+    same = grad_disagreement(layer)
+    if rank == 0:
+        torch.save((different, same), out)
+    dist.destroy_process_group()
+
+
+def test_grad_sync_check_compares_the_gradients_themselves(tmp_path):
+    """--check-grad-sync promises that all processes hold the same gradients. It compared their norms,
+    which agree for gradients that differ entry by entry (a permutation, a sign); now every entry counts."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "diff.pt"
+    port = 28500 + os.getpid() % 1000
+    mp.start_processes(_grad_disagreement_as_a_rank, args=(port, str(out)), nprocs=2, start_method="spawn")
+    different, same = torch.load(out)
+    assert different == 2.0  # the largest entry-wise difference: |0 - 2| (the weight's first row reversed)
+    assert same == 0.0

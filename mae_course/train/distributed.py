@@ -133,9 +133,18 @@ def barrier() -> None:
 
 
 def grad_disagreement(model: torch.nn.Module) -> float:
-    """The largest difference, over parameters and processes, between the gradient norms the
-    processes hold. After DDP's all-reduce it must be 0: every process applies the same update."""
-    norms = torch.stack([p.grad.float().norm() for p in model.parameters() if p.grad is not None])
-    everyone = [torch.zeros_like(norms) for _ in range(dist.get_world_size())]
-    dist.all_gather(everyone, norms)
-    return max((other - norms).abs().max().item() for other in everyone)
+    """The largest difference, over every gradient entry, between a process's gradients and rank 0's.
+    After DDP's all-reduce it must be 0: every process applies the same update.
+
+    Each gradient is broadcast from rank 0 in turn (one parameter's worth of extra memory): slow,
+    for debugging only.
+    """
+    largest = torch.zeros((), device=next(model.parameters()).device)
+    for p in model.parameters():
+        if p.grad is None:
+            continue
+        first = p.grad.detach().float().clone()
+        dist.broadcast(first, src=0)
+        largest = torch.maximum(largest, (p.grad.float() - first).abs().max())
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return largest.item()
