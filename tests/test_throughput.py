@@ -20,6 +20,14 @@ from mae_course.model.registry import build_model
 NARROW = {"embed_dim": 32, "depth": 2, "num_heads": 2, "decoder_embed_dim": 16, "decoder_num_heads": 2}
 
 
+# A training step of the NARROW mini model, per image, counted by hand (mae_course.experiments.flops's rule,
+# checked against FlopCounterMode below): 64 patches of 4x4x3, 16 kept: the encoder sees 17 tokens 32 wide
+# and the decoder 65 tokens 16 wide. Patch embedding 2*64*48*32 = 196,608; encoder 2 blocks x (24*17*32^2 + 4*17^2*32)
+# = 909,568; decoder embedding 2*17*32*16 = 17,408, 2 blocks x (24*65*16^2 + 4*65^2*16) = 1,339,520, prediction
+# 2*64*16*48 = 98,304. Forward 2,561,408; forward and backward 3 x that:
+TRAIN_STEP_FLOPS = 7_684_224
+
+
 def config(**kw):
     base = dict(models=("mae_vit_mini_patch4_32",), batch_sizes=(2, 4), steps=1, warmup=0, device="cpu",
                 model_overrides=NARROW, implementations=("fast-eager", "peer", "plain"))  # fmt: skip
@@ -34,12 +42,11 @@ def test_every_model_batch_and_implementation_is_measured():
     assert [(r["implementation"], r["batch_size"]) for r in rows] == [
         ("fast-eager", 2), ("peer", 2), ("plain", 2), ("fast-eager", 4), ("peer", 4), ("plain", 4),
     ]  # fmt: skip
-    flops = mae_flops(build_model("mae_vit_mini_patch4_32", **NARROW).config).train_step
     for row in rows:
         assert "error" not in row, row
         assert row["images_per_s"] == pytest.approx(row["batch_size"] / (row["step_ms"] / 1000))
-        assert row["gflops_per_image"] == pytest.approx(flops / 1e9)
-        assert row["mfu"] == pytest.approx(row["images_per_s"] * flops / 1e12)  # peak given: 1 TFLOP/s
+        assert row["gflops_per_image"] == pytest.approx(TRAIN_STEP_FLOPS / 1e9)
+        assert 0 < row["mfu"] < 1  # of a 1 TFLOP/s peak; the exact share on a faked clock below
     for ours, peer in zip(rows[0::3], rows[1::3], strict=True):  # like with like: both eager, the same dtype
         assert ours["vs_peer"] == pytest.approx(ours["images_per_s"] / peer["images_per_s"])
         assert (ours["compiled"], ours["amp"], ours["attention"]) == (peer["compiled"], peer["amp"], peer["attention"])
@@ -97,6 +104,7 @@ def test_the_flop_count_agrees_with_torch_s_flop_counter():
     for name, overrides in (
         ("mae_vit_base_patch16", {}),
         ("mae_vit_mini_patch4_32", {}),
+        ("mae_vit_mini_patch4_32", NARROW),  # the model of TRAIN_STEP_FLOPS
         ("mae_vit_tiny_patch4_32", {"depth": 3}),
     ):
         model = build_model(name, **overrides)
@@ -111,6 +119,27 @@ def test_the_flop_count_agrees_with_torch_s_flop_counter():
             loss.backward()
         assert counter.get_total_flops() / 2 == pytest.approx(ours.train_step, rel=2e-2), name
     assert mae_flops(build_model("mae_vit_base_patch16").config).train_step / 1e9 == pytest.approx(58.7, abs=0.05)
+    assert mae_flops(build_model("mae_vit_mini_patch4_32", **NARROW).config).train_step == TRAIN_STEP_FLOPS
+
+
+def test_mfu_is_the_achieved_share_of_the_peak(monkeypatch):
+    """On a faked clock (every step 0.5 s) and a faked peak, worked by hand: batch 4 in 0.5 s is 8 images/s;
+    8 x 7,684,224 FLOPs = 61,473,792 FLOP/s = 6.147e-5 TFLOP/s achieved; of a 1e-4 TFLOP/s peak, MFU 0.6147."""
+    from mae_course.experiments import throughput as module
+
+    monkeypatch.setattr(module, "time_steps", lambda *args, **kwargs: 0.5)
+    results = throughput(config(implementations=("plain",), batch_sizes=(4,), peak_tflops=1e-4), progress=lambda x: x)
+    row = results["rows"][0]
+    assert (row["step_ms"], row["images_per_s"]) == (500.0, 8.0)
+    assert row["achieved_tflops"] == pytest.approx(6.1473792e-5)
+    assert row["mfu"] == pytest.approx(0.61473792) and results["peak_tflops"] == 1e-4
+    assert "MFU  61.5%" in throughput_text(results)
+    # no peak given: the device's own, here a faked GPU's (the table's A100 entry through its exact name)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    assert peak_tflops(torch.device("cuda", 0)) == 312.0
+    monkeypatch.setattr(module, "peak_tflops", lambda device: 2e-4)
+    results = throughput(config(implementations=("plain",), batch_sizes=(4,)), progress=lambda x: x)
+    assert results["rows"][0]["mfu"] == pytest.approx(0.30736896) and results["peak_tflops"] == 2e-4
 
 
 def test_a_profile_writes_a_trace_and_the_shares_of_matmul_and_attention(tmp_path):
