@@ -344,6 +344,13 @@ class OptimOptions:
         need(self.weight_decay >= 0, f"weight decay must be non-negative, got {self.weight_decay}")
 
 
+# Settings a run may change when it resumes, for they change what is reported, where or how fast,
+# not what is computed: a resumed run prints every other setting that differs from its checkpoint's.
+NOT_COMPARED = frozenset(
+    {"resume", "overwrite", "output_dir", "device", "num_workers", "log_every", "save_every", "optimizer_impl"}
+)
+
+
 @dataclass
 class RunOptions:
     """Where a run writes, and how it starts."""

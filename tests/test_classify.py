@@ -235,3 +235,21 @@ def test_validation_every_few_epochs_and_always_at_the_end(tmp_path, mini_mae_ch
     ]
     assert [e["epoch"] for e in epochs if "val_top1" in e] == [2, 4, 5] and len(epochs) == 5
     assert summary["top1"] == epochs[-1]["val_top1"]
+
+
+@pytest.mark.parametrize("impl", ["for-loop", "foreach", "fused"])
+def test_finetuning_builds_its_adamw_like_pretraining_and_honours_the_kernel_choice(impl):
+    """--optimizer-impl picks fine-tuning's AdamW kernel too (it was fused on CUDA only, whatever was asked),
+    with fine-tuning's betas and one group per block for the layer-wise lr decay."""
+    from mae_course.evaluation import finetune as ft
+    from mae_course.model.registry import MODEL_CONFIGS
+    from mae_course.model.vit import vit_from_mae
+
+    cfg = FinetuneConfig(optimizer_impl=impl)
+    model = vit_from_mae({**MODEL_CONFIGS["mae_vit_tiny_patch4_32"], "img_size": 32}, 10)
+    optimizer = ft.optimizer(cfg, model, lr=1e-3)
+    assert optimizer.defaults["fused"] == (impl == "fused") and optimizer.defaults["foreach"] == (impl == "foreach")
+    assert optimizer.defaults["betas"] == (0.9, 0.999)
+    scales = sorted({g["lr_scale"] for g in optimizer.param_groups})
+    assert len(scales) == model.config["depth"] + 2 and scales[-1] == 1.0  # embeddings, each block, the head
+    assert FinetuneConfig().optimizer_impl == "auto"

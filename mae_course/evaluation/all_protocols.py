@@ -20,7 +20,6 @@ other ones is refused rather than mixing two evaluations in one ``results.json``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,8 +28,7 @@ from typing import Any
 from ..config import check_types, from_mapping, need, option
 from ..figures import CourseFigure, save_figure
 from ..model.registry import MODEL_CONFIGS
-from ..provenance import git_commit, started
-from ..train.stages import Stages, file_fingerprint
+from ..train.stages import Stages, classifier_results, file_fingerprint
 from .classify import METRICS
 from .finetune import FinetuneConfig, finetune
 from .linprobe import LinprobeConfig, linprobe
@@ -130,21 +128,17 @@ def collect(cfg: EvaluationConfig, stages: Stages) -> dict[str, Any]:
     """Gather the finished runs' metrics into results.json (and draw results.png)."""
     results: dict[str, Any] = {}
     for name, (_, run_config) in planned_runs(cfg).items():
-        path = Path(run_config.output_dir) / METRICS
-        if path.exists():
-            metrics = json.loads(path.read_text())
-            results[name] = {k: metrics[k] for k in ("top1", "top5", "best_top1", "epochs", "wall_time_s",
-                                                      "trained_parameters")}  # fmt: skip
+        folder = Path(run_config.output_dir)
+        if (folder / METRICS).exists():
+            results[name] = classifier_results(folder)
     summary = {
         "checkpoint": cfg.checkpoint,
         "checkpoint_file": file_fingerprint(cfg.checkpoint),
         "runs": results,
         "settings": asdict(cfg),
         "data": {"name": cfg.data, "image_size": cfg.image_size, "subset": cfg.subset, "val_subset": cfg.val_subset},
-        **started(stages.out),  # hardware and commit of the first start
-        "collected_at_commit": git_commit(),
     }
-    stages.write_results(summary, RESULTS)
+    summary = stages.write_results(summary, RESULTS)
     if results:
         save_figure(results_figure(summary), stages.out / "results.png")
     return summary

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, state_dict_of
-from ..config import DataOptions, OptimOptions, RunOptions, check_types, need, option
+from ..config import NOT_COMPARED, DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import TrainingLoader, make_loader
 from ..data.datasets import (
     check_classification_splits,
@@ -52,8 +52,6 @@ from ..train.recipe import Schedule
 from ..train.run import METRICS, Run, final_model, step_plan
 from ..train.step import autocast_for, make_train_step
 from .metrics import measure_accuracy
-
-NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "device", "val_every"}
 
 
 @dataclass
@@ -204,7 +202,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
     with run:
         # ---- resume
         if run.resuming:
-            saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED, cfg.seed, plan)
+            saved = run.restore(model, optimizer, None, cfg.to_json(), NOT_COMPARED | {"val_every"}, cfg.seed, plan)
             best = float(saved.get(best_key, 0.0))
         first_step = run.progress.step
         if run.progress.epoch >= cfg.epochs and (run.out / METRICS).exists() and final_model(run.out).exists():

@@ -22,6 +22,7 @@ from ..config import option
 from ..data.transforms import finetune_transform
 from ..errors import ConfigError
 from ..model.vit import load_mae_encoder, vit_from_mae
+from ..train.recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS, make_adamw
 from .classify import ClassifyConfig, Recipe, classification_sets, train_classifier
 from .metrics import shard
 from .protocols import layer_decay_groups, tune_only_last
@@ -42,6 +43,7 @@ class FinetuneConfig(ClassifyConfig):
     randaug: int = option(9, "RandAugment magnitude, 2 ops (0: off)", group=RECIPE)
     reprob: float = option(0.25, "random erasing probability", group=RECIPE)
     crop_min_scale: float = option(0.08, "smallest area fraction of RandomResizedCrop", group=RECIPE)
+    optimizer_impl: str = option("auto", OPTIMIZER_IMPL_HELP, group="speed", choices=OPTIMIZER_IMPLS)
     tune_blocks: int | None = option(None, "partial fine-tuning: train only the last k blocks (+ head)", cli=False)
     tune_mlp_only: bool = option(False, "partial fine-tuning: train only the last block's MLP (+ head)", cli=False)
 
@@ -78,8 +80,7 @@ def build(cfg: FinetuneConfig, encoder_config: dict, weights: dict | None, class
 def optimizer(cfg: FinetuneConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """AdamW with betas (0.9, 0.999) over layer-wise lr-decay groups."""
     groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
-    device = next(model.parameters()).device
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+    return make_adamw(model, lr, betas=(0.9, 0.999), impl=cfg.optimizer_impl, groups=groups)
 
 
 def loss(cfg: FinetuneConfig, classes: int) -> Callable[..., torch.Tensor]:

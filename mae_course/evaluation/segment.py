@@ -32,6 +32,7 @@ from ..data.transforms import segmentation_transform
 from ..errors import CheckpointError, ConfigError
 from ..model.registry import check_architecture
 from ..model.vit import VisionTransformer, encoder_settings, encoder_state_dict
+from ..train.recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS
 from .classify import ClassifyConfig, Recipe, train_classifier
 from .finetune import optimizer as finetune_optimizer
 from .metrics import shard
@@ -49,6 +50,7 @@ class SegmentConfig(ClassifyConfig):
     global_pool: str = option("token", "every patch token is used, after the encoder's final norm", cli=False)
     layer_decay: float = option(0.75, "layer-wise lr decay", group="segmentation recipe")
     drop_path: float = option(0.1, "stochastic depth rate of the last block", group="segmentation recipe")
+    optimizer_impl: str = option("auto", OPTIMIZER_IMPL_HELP, group="speed", choices=OPTIMIZER_IMPLS)
     epochs: int = 10
     batch_size: int = 64
 

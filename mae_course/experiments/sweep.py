@@ -32,10 +32,9 @@ from ..evaluation.classify import METRICS
 from ..evaluation.finetune import FinetuneConfig, finetune
 from ..evaluation.linprobe import LinprobeConfig, linprobe
 from ..figures import CourseFigure, save_figure
-from ..provenance import git_commit, started
 from ..train.pretrain import PretrainConfig, pretrain
 from ..train.run import LOG, JsonLog, final_model
-from ..train.stages import Stages, stage_time
+from ..train.stages import Stages, classifier_results, stage_time
 
 RESULTS = "results.json"
 SETTINGS = "sweep.json"
@@ -197,10 +196,7 @@ def collect(cfg: SweepConfig, stages: Stages) -> dict[str, Any]:
                                      # robust to an interrupted, resumed run or a busy machine for a while
                                      "median_epoch_time_s": statistics.median(times)}  # fmt: skip
             else:
-                metrics = json.loads((folder / METRICS).read_text())
-                entry[stage] = {
-                    k: metrics[k] for k in ("top1", "top5", "best_top1", "epochs", "wall_time_s", "trained_parameters")
-                }
+                entry[stage] = classifier_results(folder)
         if entry:
             runs[str(value)] = entry
     results = {
@@ -209,10 +205,8 @@ def collect(cfg: SweepConfig, stages: Stages) -> dict[str, Any]:
         "runs": runs,
         "settings": asdict(cfg),
         "data": {"name": cfg.data, "image_size": cfg.image_size},
-        **started(out),  # hardware and commit of the first start
-        "collected_at_commit": git_commit(),
     }
-    stages.write_results(results, RESULTS)
+    results = stages.write_results(results, RESULTS)
     if runs:
         save_figure(sweep_figure(results), out / "results.png")
     return results

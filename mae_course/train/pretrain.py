@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..config import MAX_VIS_IMAGES, DataOptions, OptimOptions, RunOptions, check_types, need, option
+from ..config import MAX_VIS_IMAGES, NOT_COMPARED, DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import PIPELINES, PretrainingImages
 from ..data.datasets import loader_workers
 from ..data.transforms import AUGMENTATIONS
@@ -40,14 +40,13 @@ from ..model.registry import DEFAULT_MODEL, MODEL_CONFIGS, build_model, check_mo
 from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
-from .recipe import OPTIMIZER_IMPLS, Schedule, make_adamw
+from .recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS, Schedule, make_adamw
 from .run import FINAL_MODEL, Run, final_model, step_plan
 from .step import make_train_step
 
 SPEED = "speed (each option gives the same losses, up to rounding; see also --amp)"
-# Settings that may change when a run resumes without changing what it computes.
-NOT_COMPARED = {"resume", "overwrite", "output_dir", "num_workers", "log_every", "save_every", "vis_images", "device",
-                "optimizer_impl", "compile", "grad_checkpointing", "bucket_cap_mb", "data_pipeline"}  # fmt: skip
+# What a resumed pretraining run may change: config.NOT_COMPARED, the pictures, and the speed options.
+PRETRAIN_NOT_COMPARED = NOT_COMPARED | {"vis_images", "compile", "grad_checkpointing", "bucket_cap_mb", "data_pipeline"}
 
 
 @dataclass
@@ -75,8 +74,7 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
         False,
         "debugging torchrun: check every step that all processes hold the same gradients (logs grad_sync_max_diff)",
     )
-    optimizer_impl: str = option("auto", "AdamW kernel: auto = fused on GPU and CPU, foreach elsewhere", group=SPEED,
-                                 choices=OPTIMIZER_IMPLS)  # fmt: skip
+    optimizer_impl: str = option("auto", OPTIMIZER_IMPL_HELP, group=SPEED, choices=OPTIMIZER_IMPLS)
     compile: bool = option(False, "torch.compile the model: a slow first step (compiling), faster after", group=SPEED)
     grad_checkpointing: bool = option(
         False, "recompute each block's activations in the backward pass: less activation memory (ViT-H, big batches), "
@@ -167,7 +165,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
         with run:
             # ---- resume: weights, optimizer, position and random generators, as they were
             if run.resuming:
-                run.restore(model, optimizer, step.scaler, cfg.to_json(), NOT_COMPARED, cfg.seed, plan)
+                run.restore(model, optimizer, step.scaler, cfg.to_json(), PRETRAIN_NOT_COMPARED, cfg.seed, plan)
             else:
                 figure("reconstructions_untrained.png", "untrained model")
             first_step = run.progress.step

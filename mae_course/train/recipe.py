@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,6 +113,7 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+OPTIMIZER_IMPL_HELP = "AdamW kernel: auto = fused on GPU and CPU, foreach elsewhere"
 
 
 def adamw_impl_flags(impl: str, device: torch.device) -> dict[str, bool]:
@@ -140,14 +142,18 @@ def make_adamw(
     weight_decay: float = 0.05,
     betas: tuple[float, float] = (0.9, 0.95),
     impl: str = "auto",
+    groups: list[dict[str, Any]] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW with the pretraining recipe's betas (0.9, 0.95) and decay groups.
+    """The course's AdamW, for pretraining and fine-tuning alike.
 
+    By default it has the pretraining recipe's betas (0.9, 0.95) and decay groups
+    (:func:`decay_groups`); fine-tuning gives its betas and its layer-wise lr-decay ``groups``.
     ``impl`` picks the kernel (see :func:`adamw_impl_flags`): "auto", "fused", "foreach" or
     "for-loop"; "auto" is fused on the model's device when it is a GPU or the CPU.
     """
     flags = adamw_impl_flags(impl, next(model.parameters()).device)
-    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas, **flags)
+    groups = decay_groups(model, weight_decay) if groups is None else groups
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **flags)
 
 
 def train_step(

@@ -22,11 +22,13 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..lesson import runs_quietly
-from ..provenance import started
+from ..provenance import git_commit, started
 from ..safe_files import FolderLock, atomic_write_json
-from .run import CHECKPOINT
+from .run import CHECKPOINT, METRICS
 
 STAGE_TIME = "stage_time.json"
+# What a collected result keeps of a classifier stage's metrics.json.
+CLASSIFIER_RESULTS = ("top1", "top5", "best_top1", "epochs", "wall_time_s", "trained_parameters")
 
 
 def file_fingerprint(path: str | None) -> dict[str, Any] | None:
@@ -108,8 +110,18 @@ class Stages:
         # a resumed stage's wall time is that of its last part only: say so
         atomic_write_json(folder / STAGE_TIME, {"wall_time_s": time.perf_counter() - begin, "resumed": resumed})
 
-    def write_results(self, results: dict[str, Any], name: str = "results.json") -> None:
+    def write_results(self, results: dict[str, Any], name: str = "results.json") -> dict[str, Any]:
+        """Write ``results`` with where they came from: the hardware and commit of the first start,
+        and the commit that collected them; returns what was written."""
+        results = {**results, **started(self.out), "collected_at_commit": git_commit()}
         atomic_write_json(self.out / name, results)
+        return results
+
+
+def classifier_results(folder: Path) -> dict[str, Any]:
+    """The part of a finished classifier stage's metrics.json that collected results keep."""
+    metrics = json.loads((folder / METRICS).read_text())
+    return {k: metrics[k] for k in CLASSIFIER_RESULTS}
 
 
 def stage_time(folder: Path) -> dict[str, Any]:
