@@ -33,7 +33,7 @@ from ..data.gpu_pipeline import GpuPretrainTransform, device_batches, encoded_da
 from ..data.jpeg_folder import make_jpeg_folder
 from ..data.transforms import pretrain_transform
 from ..errors import ConfigError
-from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
+from ..model.registry import build_model, check_mask_ratio, check_model_settings
 from ..provenance import git_commit, hardware
 from ..train.distributed import resolve_device
 from ..train.recipe import make_adamw
@@ -62,15 +62,12 @@ class EndToEndConfig:
     model_overrides: dict[str, Any] | None = None
 
     def validate(self) -> None:
-        if self.model not in MODEL_CONFIGS:
-            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(MODEL_CONFIGS)}")
         if bad := [p for p in self.pipelines if p not in PIPELINES]:
             raise ConfigError(f"unknown pipeline {bad[0]!r}; choose from {', '.join(PIPELINES)}")
         if self.batch_size < 1 or self.steps < 1 or self.warmup < 0 or self.generate < 1:
             raise ConfigError("batch size, steps and generate must be at least 1, warmup at least 0")
-        if not 0 < self.mask_ratio < 1:
-            raise ConfigError(f"mask ratio must be between 0 and 1 (exclusive), got {self.mask_ratio}")
-        check_model_settings(self.model, {"img_size": self.image_size, **(self.model_overrides or {})})
+        settings = check_model_settings(self.model, {"img_size": self.image_size, **(self.model_overrides or {})})
+        check_mask_ratio(self.mask_ratio, settings)
 
 
 def pipeline_batches(cfg: EndToEndConfig, pipeline: str, device: torch.device) -> Iterator[torch.Tensor]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
+from ..model.registry import MODEL_CONFIGS, build_model, check_mask_ratio, check_model_settings
 from ..provenance import git_commit, hardware
 from ..train.distributed import resolve_device
 from ..train.recipe import make_adamw
@@ -55,9 +55,7 @@ class Table2Config:
         if varied:
             raise ConfigError(f"the table2 suite varies {', '.join(varied)} itself (--decoder-depths, both encoders); "
                               "leave it out of --model-overrides")  # fmt: skip
-        check_model_settings(self.model, overrides)
-        if not 0 < self.mask_ratio < 1:
-            raise ConfigError(f"mask ratio must be between 0 and 1 (exclusive), got {self.mask_ratio}")
+        check_mask_ratio(self.mask_ratio, check_model_settings(self.model, overrides))
         if self.batch_size < 1 or self.steps < 1 or self.warmup < 0 or not self.decoder_depths:
             raise ConfigError("batch size and steps must be at least 1, warmup at least 0, and a decoder depth given")
         if any(d < 1 for d in self.decoder_depths):

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..model.registry import MODEL_CONFIGS, build_model, check_model_settings
+from ..model.registry import build_model, check_mask_ratio, check_model_settings
 from ..provenance import git_commit, hardware
 from ..train.distributed import resolve_device
 from ..train.recipe import make_adamw
@@ -119,20 +119,15 @@ class ThroughputConfig:
     profile_steps: int = 3
 
     def validate(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_CONFIGS]
-        if unknown:
-            raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(MODEL_CONFIGS)}")
         bad = [i for i in self.implementations if i not in IMPLEMENTATIONS]
         if bad:
             raise ConfigError(f"unknown implementation {bad[0]!r}; choose from {', '.join(IMPLEMENTATIONS)}")
         if any(b < 1 for b in self.batch_sizes) or self.steps < 1 or self.warmup < 0 or self.profile_steps < 1:
             raise ConfigError("batch sizes, steps and profile steps must be at least 1, warmup at least 0")
-        if not 0 < self.mask_ratio < 1:
-            raise ConfigError(f"mask ratio must be between 0 and 1 (exclusive), got {self.mask_ratio}")
         if self.profile is not None and Path(self.profile).expanduser().is_file():
             raise ConfigError(f"--profile {self.profile} is a file; give a folder for the traces")
         for model in self.models:
-            check_model_settings(model, self.model_overrides or {})
+            check_mask_ratio(self.mask_ratio, check_model_settings(model, self.model_overrides or {}))
 
 
 class _PeerAsMae(torch.nn.Module):

@@ -15,7 +15,7 @@ from ..checkpoint import load_checkpoint, load_weights, state_dict_of
 from ..config import MAX_IMAGE_SIZE
 from ..errors import CheckpointError, ConfigError
 from .mae import MaskedAutoencoder
-from .masking import SAMPLINGS
+from .masking import SAMPLINGS, num_kept
 
 _PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
 
@@ -130,6 +130,17 @@ def check_model_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]
     if sampling not in SAMPLINGS:
         raise ConfigError(f"unknown mask sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
     return settings
+
+
+def check_mask_ratio(mask_ratio: float, settings: dict[str, Any]) -> None:
+    """Raise ConfigError unless ``mask_ratio`` is in (0, 1) and keeps at least one patch of the model
+    whose ``settings`` :func:`check_model_settings` returned: the one check every command's ``validate()`` makes."""
+    if not 0 < mask_ratio < 1:
+        raise ConfigError(f"mask ratio must be between 0 and 1 (exclusive), got {mask_ratio}")
+    try:
+        num_kept((settings["img_size"] // settings["patch_size"]) ** 2, mask_ratio)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_model(name: str, **overrides: Any) -> MaskedAutoencoder:

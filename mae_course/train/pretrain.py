@@ -35,8 +35,8 @@ from ..data.transforms import AUGMENTATIONS
 from ..errors import ConfigError
 from ..figures import loss_curve_figure, save_figure
 from ..lesson import runs_quietly
-from ..model.masking import SAMPLINGS, num_kept
-from ..model.registry import DEFAULT_MODEL, MODEL_CONFIGS, build_model, check_model_settings
+from ..model.masking import SAMPLINGS
+from ..model.registry import DEFAULT_MODEL, MODEL_CONFIGS, build_model, check_mask_ratio, check_model_settings
 from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
@@ -96,12 +96,7 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
         for key in set(flags) & set(self.model_overrides):
             raise ConfigError(f"set {key} with {flags[key]}, not in --model-overrides")
         settings = check_model_settings(self.model, {"img_size": self.image_size, **self.model_overrides})
-        patch = settings["patch_size"]
-        need(0.0 < self.mask_ratio < 1.0, f"mask ratio must be between 0 and 1 (exclusive), got {self.mask_ratio}")
-        try:
-            num_kept((self.image_size // patch) ** 2, self.mask_ratio)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        check_mask_ratio(self.mask_ratio, settings)
         need(0.0 < self.crop_min_scale <= 1.0, f"crop min scale must be in (0, 1], got {self.crop_min_scale}")
         need(all(0 <= b < 1 for b in self.betas), f"AdamW betas must be in [0, 1), got {self.betas}")
         need(self.bucket_cap_mb > 0, f"bucket cap must be a positive number of megabytes, got {self.bucket_cap_mb}")
