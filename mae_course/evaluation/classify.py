@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ from ..train.engine import epoch_indices, train_one_epoch
 from ..train.recipe import Schedule
 from ..train.run import METRICS, Run, final_model, step_plan
 from ..train.step import autocast_for, make_train_step
-from .metrics import measure_accuracy
+from .metrics import measure_accuracy, shard
 
 
 @dataclass
@@ -109,20 +109,43 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
         return self.warmup_epochs if self.warmup_epochs is not None else self.warmup_fraction * self.epochs
 
 
+class ClassifierInputs(NamedTuple):
+    """What one run trains and validates on, as a recipe's ``inputs`` returns it."""
+
+    train: Dataset  # what the sampler draws from: the images, or their cached features
+    val: Dataset  # this process's share of the validation set, in the same form
+    trained: nn.Module  # what the optimizer steps: the whole model, or the head alone
+    predict: Callable[[torch.Tensor], torch.Tensor]  # a batch of val inputs -> logits
+
+
+def image_inputs(cfg: Any, model: nn.Module, train_set: Dataset, val_set: Dataset, rt: Runtime,
+                 workers: int) -> ClassifierInputs:  # fmt: skip
+    """The images themselves: every process trains on its share of the training set (through
+    the sampler) and validates on its share of the validation set, with the whole model."""
+    return ClassifierInputs(train_set, shard(val_set, rt.rank, rt.world_size), model, model)
+
+
+def top_k_accuracy(predict: Callable, batches: Iterator, device: torch.device, autocast: Callable,
+                   classes: int) -> dict[str, float]:  # fmt: skip
+    """Image classification's measure: top-1 / top-5 accuracy and the loss (every class count alike)."""
+    return measure_accuracy(predict, batches, device, autocast)
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """What makes fine-tuning, linear probing and segmentation differ; the rest of the job is the same."""
+    """What makes fine-tuning, linear probing and segmentation differ; the rest of the job is the same.
+
+    Each field is a plain function of the recipe's own module (``finetune.optimizer`` builds
+    fine-tuning's AdamW, ``linprobe.optimizer`` the probe's LARS).
+    """
 
     datasets: Callable[[Any], tuple[Dataset, Dataset, int]]  # cfg -> (train set, val set, classes)
     build: Callable[[Any, dict, dict | None, int], nn.Module]  # (cfg, encoder config, its weights, classes) -> model
     optimizer: Callable[[Any, nn.Module, float], torch.optim.Optimizer]  # (cfg, model, peak lr)
     loss: Callable[[Any, int], Callable[..., torch.Tensor]]  # (cfg, classes) -> loss_fn(module, inputs, targets)
-    # (cfg, model, train set, val set, runtime, workers) -> (train inputs, val inputs, what trains, what predicts)
-    inputs: Callable[..., tuple[Dataset, Dataset, nn.Module, Callable]]
+    inputs: Callable[..., ClassifierInputs] = image_inputs  # (cfg, model, train set, val set, runtime, workers)
     # (predict, batches, device, autocast, classes) -> metrics with "loss"; every process sees its own share
-    measure: Callable[..., dict[str, float]] = lambda predict, batches, device, autocast, classes: measure_accuracy(
-        predict, batches, device, autocast
-    )
+    measure: Callable[..., dict[str, float]] = top_k_accuracy
     primary: str = "top1"  # the metric the run's best is tracked by
     shown: tuple[str, ...] = ("top1", "top5")  # the metrics the progress bar shows (in %)
 
@@ -212,17 +235,17 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
         run.write_config(settings)
 
         started = time.perf_counter()
-        train_inputs, val_inputs, trained, predict = recipe.inputs(cfg, model, train_set, val_set, rt, workers)
+        data = recipe.inputs(cfg, model, train_set, val_set, rt, workers)
         if run.progress.epoch < cfg.epochs:  # the cached features' time is part of the training
             run.progress.seconds += time.perf_counter() - started
-        sampler = DistributedSampler(train_inputs, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        step = make_train_step(trained, optimizer, loss_fn=recipe.loss(cfg, classes), amp=cfg.amp,
+        sampler = DistributedSampler(data.train, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        step = make_train_step(data.trained, optimizer, loss_fn=recipe.loss(cfg, classes), amp=cfg.amp,
                                distributed=rt.distributed, accum_iter=cfg.accum_iter)  # fmt: skip
         if step.scaler is not None and saved.get("scaler"):  # fp16: the loss scale the run had reached
             step.scaler.load_state_dict(saved["scaler"])
-        tensor_inputs = isinstance(train_inputs, torch.utils.data.TensorDataset)
+        tensor_inputs = isinstance(data.train, torch.utils.data.TensorDataset)
 
-        training = TrainingLoader(train_inputs, cfg.batch_size, rt.device, 0 if tensor_inputs else workers, cfg.seed,
+        training = TrainingLoader(data.train, cfg.batch_size, rt.device, 0 if tensor_inputs else workers, cfg.seed,
                                   rt.rank)  # fmt: skip
 
         def on_device(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -230,15 +253,15 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
 
         def validate() -> dict[str, float]:
             model.eval()
-            loader = make_loader(val_inputs, max(256, cfg.batch_size), rt.device, 0 if tensor_inputs else workers)
-            return recipe.measure(predict, on_device(loader), rt.device, autocast, classes)
+            loader = make_loader(data.val, max(256, cfg.batch_size), rt.device, 0 if tensor_inputs else workers)
+            return recipe.measure(data.predict, on_device(loader), rt.device, autocast, classes)
 
         quiet = runs_quietly()
         if rt.is_main and not quiet:
             frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
             tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
             print(f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {cfg.checkpoint or 'random initialisation'} "
-                  f"on {cfg.data} ({len(train_inputs)} train / {len(val_set)} val images, {classes} classes), "
+                  f"on {cfg.data} ({len(data.train)} train / {len(val_set)} val images, {classes} classes), "
                   f"{tuned / 1e6:.2f}M trained and {frozen / 1e6:.2f}M frozen parameters, {cfg.epochs} epochs x "
                   f"{schedule.steps_per_epoch} steps, effective batch {schedule.effective_batch}, lr {schedule.peak_lr:.3g}, "
                   f"on {rt.device}")  # fmt: skip
@@ -285,7 +308,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "data": {
                 "name": cfg.data,
-                "train_images": len(train_inputs),
+                "train_images": len(data.train),
                 "val_images": len(val_set),
                 "classes": classes,
             },

@@ -24,7 +24,6 @@ from ..errors import ConfigError
 from ..model.vit import load_mae_encoder, vit_from_mae
 from ..train.recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS, make_adamw
 from .classify import ClassifyConfig, Recipe, classification_sets, train_classifier
-from .metrics import shard
 from .protocols import layer_decay_groups, tune_only_last
 
 RECIPE = "fine-tuning recipe"
@@ -105,18 +104,12 @@ def loss(cfg: FinetuneConfig, classes: int) -> Callable[..., torch.Tensor]:
     return loss_fn
 
 
-def inputs(cfg: FinetuneConfig, model: nn.Module, train_set, val_set, rt, workers: int):
-    """The images themselves: every process trains on its share of the training set (through
-    the sampler) and validates on its share of the validation set."""
-    return train_set, shard(val_set, rt.rank, rt.world_size), model, model
-
-
 def datasets(cfg: FinetuneConfig):
     """The classification splits, the training images augmented by the fine-tuning recipe."""
     return classification_sets(cfg, finetune_transform(cfg.image_size, cfg.crop_min_scale, cfg.randaug, cfg.reprob))
 
 
-FINETUNE = Recipe(datasets=datasets, build=build, optimizer=optimizer, loss=loss, inputs=inputs)
+FINETUNE = Recipe(datasets=datasets, build=build, optimizer=optimizer, loss=loss)  # on the images themselves
 
 
 def finetune(cfg: FinetuneConfig, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:

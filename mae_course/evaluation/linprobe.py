@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..lesson import runs_quietly
 from ..model.vit import load_mae_encoder, vit_from_mae
 from ..train.step import autocast_for
-from .classify import ClassifyConfig, Recipe, classification_sets, eval_crop, train_classifier
+from .classify import ClassifierInputs, ClassifyConfig, Recipe, classification_sets, eval_crop, train_classifier
 from .lars import LARS
 from .metrics import shard
 from .protocols import probe_head
@@ -113,7 +113,7 @@ def frozen_features(model: nn.Module, dataset: Dataset, name: str, cfg: Linprobe
     return TensorDataset(torch.cat(features), torch.cat(labels))
 
 
-def inputs(cfg: LinprobeConfig, model: nn.Module, train_set, val_set, rt, workers: int):
+def inputs(cfg: LinprobeConfig, model: nn.Module, train_set, val_set, rt, workers: int) -> ClassifierInputs:
     """Cached features and the head alone, or the images and the whole (frozen) model."""
     cache = cfg.cache_features if cfg.cache_features is not None else (not rt.distributed and cfg.augment == "none")
     if cache and rt.distributed:
@@ -125,12 +125,12 @@ def inputs(cfg: LinprobeConfig, model: nn.Module, train_set, val_set, rt, worker
                 features = model.forward_features(imgs)
             return model.head(features.float())
 
-        return train_set, shard(val_set, rt.rank, rt.world_size), model, frozen_then_head
+        return ClassifierInputs(train_set, shard(val_set, rt.rank, rt.world_size), model, frozen_then_head)
     model.eval()
     show = rt.is_main and not runs_quietly()
     train = frozen_features(model, train_set, "train", cfg, workers, show)
     val = frozen_features(model, val_set, "val", cfg, workers, show)
-    return train, val, model.head, model.head
+    return ClassifierInputs(train, val, model.head, model.head)
 
 
 def datasets(cfg: LinprobeConfig):

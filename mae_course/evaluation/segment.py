@@ -35,7 +35,6 @@ from ..model.vit import VisionTransformer, encoder_settings, encoder_state_dict
 from ..train.recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS
 from .classify import ClassifyConfig, Recipe, train_classifier
 from .finetune import optimizer as finetune_optimizer
-from .metrics import shard
 
 MAX_CLASSES = 1000  # pixel classes a segmentation head may have (the built-in images have a handful)
 
@@ -170,11 +169,7 @@ def loss(cfg: SegmentConfig, classes: int) -> Callable[..., torch.Tensor]:
     return loss_fn
 
 
-def inputs(cfg: SegmentConfig, model: nn.Module, train_set, val_set, rt, workers: int):
-    return train_set, shard(val_set, rt.rank, rt.world_size), model, model
-
-
-SEGMENT = Recipe(datasets=datasets, build=build, optimizer=finetune_optimizer, loss=loss, inputs=inputs,
+SEGMENT = Recipe(datasets=datasets, build=build, optimizer=finetune_optimizer, loss=loss,
                  measure=measure_segmentation, primary="miou", shown=("miou", "pixel_accuracy"))  # fmt: skip
 
 
