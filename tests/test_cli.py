@@ -73,3 +73,23 @@ def test_help_states_each_default_once(capsys, command):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert not re.search(r"\(default[: ][^)]*\) \(default: ", text)  # a default in words, then argparse's own
     assert "(default:" in text
+
+
+def test_each_bench_option_reaches_the_suites_that_take_it_and_the_rest_keep_their_defaults():
+    from dataclasses import fields
+
+    from mae_course.experiments.bench import SUITES, BenchConfig
+
+    taken = {name for suite in SUITES.values() for name in suite.options}
+    assert {f.name for f in fields(BenchConfig)} - taken == {"suite", "models", "batch_sizes", "output"}
+    for suite in SUITES.values():
+        assert set(suite.options) <= {f.name for f in fields(suite.config)}
+    e2e = BenchConfig(suite="e2e", models=("mae_vit_mini_patch4_32",), batch_sizes=(3,), steps=7, num_workers=1,
+                      image_size=32, generate=5).suite_config()  # fmt: skip
+    assert (e2e.model, e2e.batch_size, e2e.steps, e2e.warmup, e2e.num_workers, e2e.generate) == (
+        "mae_vit_mini_patch4_32", 3, 7, 5, 1, 5)  # fmt: skip
+    table2 = BenchConfig(suite="table2", warmup=0).suite_config()
+    assert (table2.model, table2.batch_size, table2.steps, table2.warmup) == ("mae_vit_large_patch16", 2, 3, 0)
+    model = BenchConfig(suite="model", batch_sizes=(8, 16), tf32=False).suite_config()
+    assert (model.models, model.batch_sizes, model.steps, model.tf32) == (
+        ("mae_vit_base_patch16", "mae_vit_large_patch16"), (8, 16), 20, False)  # fmt: skip

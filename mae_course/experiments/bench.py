@@ -5,16 +5,17 @@
              (transformers' ViTMAEForPreTraining), compiled and eager alike, per model and batch size
     e2e      whether the CPU or the GPU data pipeline keeps up with the model
 
-:class:`BenchConfig` holds the command's options (an option left at None takes its suite's
-default); :func:`bench` turns them into the suite's own settings, runs it and writes the JSON
-results, with the output file locked against a second writer.
+:class:`BenchConfig` holds the command's options; ``SUITES`` says which of them each suite takes
+(an option left at None takes the suite's own default). :func:`bench` runs the suite and writes
+the JSON results, with the output file locked against a second writer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import check_types, option
 from ..errors import ConfigError
@@ -25,8 +26,23 @@ from .e2e import PIPELINES, EndToEndConfig, e2e_text, end_to_end
 from .table2 import Table2Config, table2, table2_text
 from .throughput import IMPLEMENTATIONS, ThroughputConfig, throughput, throughput_text
 
-SUITES = ("table2", "model", "e2e")
-T2, TP, E2E = Table2Config(), ThroughputConfig(), EndToEndConfig()
+
+class Suite(NamedTuple):
+    config: type  # the suite's own settings
+    run: Callable[[Any], dict[str, Any]]  # settings -> results
+    text: Callable[[dict[str, Any]], str]  # results -> their table
+    options: tuple[str, ...]  # the bench options it takes as they are (beside --models and --batch-sizes)
+
+
+_SHARED = ("mask_ratio", "device", "model_overrides", "steps", "warmup")
+SUITES = {
+    "table2": Suite(Table2Config, table2, table2_text, (*_SHARED, "decoder_depths", "amp", "compile")),
+    "model": Suite(ThroughputConfig, throughput, throughput_text, (*_SHARED, "implementations", "peak_tflops", "tf32",
+                                                                   "profile")),  # fmt: skip
+    "e2e": Suite(EndToEndConfig, end_to_end, e2e_text, (*_SHARED, "data", "generate", "generate_dir", "pipelines",
+                                                       "image_size", "num_workers", "amp", "compile")),  # fmt: skip
+}
+T2, TP, E2E = Table2Config(), ThroughputConfig(), EndToEndConfig()  # their defaults, for the help
 E2E_GROUP = "e2e suite (one --model and one --batch-size)"
 
 
@@ -35,15 +51,17 @@ class BenchConfig:
     suite: str = option("table2", "table2: the asymmetric encoder against the encoder with mask tokens, per decoder "
                         "depth; model: images/s, step time, MFU and memory of the fast path, the plain path and the peer "
                         "(transformers' ViTMAEForPreTraining), per model and batch size; e2e: whether the CPU or the GPU "
-                        "data pipeline keeps up with the model", choices=SUITES)  # fmt: skip
+                        "data pipeline keeps up with the model", choices=tuple(SUITES))  # fmt: skip
     models: tuple[str, ...] | None = option(None, f"table2: one model (default {T2.model}); model: several (default "
                                             f"{' '.join(TP.models)})", choices=tuple(MODEL_CONFIGS),
                                             aliases=("--model",))  # fmt: skip
     model_overrides: dict[str, Any] | None = option(None, "e.g. a narrower model for a quick check", metavar="JSON")
     batch_sizes: tuple[int, ...] | None = option(None, f"table2: one (default {T2.batch_size}); model: several (default "
                                                  f"{' '.join(map(str, TP.batch_sizes))})", aliases=("--batch-size",))  # fmt: skip
-    steps: int | None = option(None, f"timed steps per measurement (default {T2.steps} / {TP.steps})")
-    warmup: int | None = option(None, f"untimed steps first (default {T2.warmup} / {TP.warmup})")
+    steps: int | None = option(None, f"timed steps per measurement (default: table2 {T2.steps}, model {TP.steps}, "
+                               f"e2e {E2E.steps})")  # fmt: skip
+    warmup: int | None = option(None, f"untimed steps first (default: table2 {T2.warmup}, model {TP.warmup}, "
+                                f"e2e {E2E.warmup})")  # fmt: skip
     mask_ratio: float = option(0.75, "fraction of the patches removed")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     amp: str = option("auto", "table2 and e2e suites", choices=AMP_MODES)
@@ -68,35 +86,18 @@ class BenchConfig:
     num_workers: int | None = option(None, "DataLoader workers (default: one per spare core)", group=E2E_GROUP)
 
     def suite_config(self) -> Table2Config | ThroughputConfig | EndToEndConfig:
-        """The suite's own settings: these options, and the suite's defaults for those left at None."""
+        """The suite's own settings: the options it takes, and its own defaults for those left at None."""
         check_types(self, "bench")
-        if self.suite != "model" and any(v is not None and len(v) != 1 for v in (self.models, self.batch_sizes)):
+        settings = {name: getattr(self, name) for name in SUITES[self.suite].options}
+        if self.suite == "model":
+            settings.update(models=self.models, batch_sizes=self.batch_sizes)
+        elif any(v is not None and len(v) != 1 for v in (self.models, self.batch_sizes)):
             raise ConfigError(f"the {self.suite} suite takes one --model and one --batch-size")
-        common = dict(mask_ratio=self.mask_ratio, device=self.device, model_overrides=self.model_overrides)
-        if self.suite == "table2":
-            cfg: Any = Table2Config(
-                model=self.models[0] if self.models else T2.model, batch_size=self.batch_sizes[0] if self.batch_sizes
-                else T2.batch_size, steps=_or(self.steps, T2.steps), warmup=_or(self.warmup, T2.warmup),
-                decoder_depths=self.decoder_depths, amp=self.amp, compile=self.compile, **common)  # fmt: skip
-        elif self.suite == "e2e":
-            cfg = EndToEndConfig(
-                data=self.data, generate=self.generate, generate_dir=self.generate_dir,
-                model=self.models[0] if self.models else E2E.model, image_size=self.image_size,
-                batch_size=self.batch_sizes[0] if self.batch_sizes else E2E.batch_size, pipelines=self.pipelines,
-                steps=_or(self.steps, E2E.steps), warmup=_or(self.warmup, E2E.warmup), num_workers=self.num_workers,
-                amp=self.amp, compile=self.compile, **common)  # fmt: skip
         else:
-            cfg = ThroughputConfig(
-                models=self.models or TP.models, batch_sizes=self.batch_sizes or TP.batch_sizes,
-                implementations=self.implementations, steps=_or(self.steps, TP.steps),
-                warmup=_or(self.warmup, TP.warmup), peak_tflops=self.peak_tflops, tf32=self.tf32,
-                profile=self.profile, **common)  # fmt: skip
+            settings.update(model=self.models and self.models[0], batch_size=self.batch_sizes and self.batch_sizes[0])
+        cfg = SUITES[self.suite].config(**{name: value for name, value in settings.items() if value is not None})
         cfg.validate()
         return cfg
-
-
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def output_path(cfg: BenchConfig) -> Path:
@@ -114,9 +115,7 @@ def bench(cfg: BenchConfig) -> tuple[dict[str, Any], str, Path]:
     """Run the chosen suite; returns (results, their table as text, the JSON file written)."""
     suite = cfg.suite_config()
     path = output_path(cfg)
-    run, text = {"table2": (table2, table2_text), "model": (throughput, throughput_text),
-                 "e2e": (end_to_end, e2e_text)}[cfg.suite]  # fmt: skip
     with FolderLock(path.parent, "--output", name=f".{path.name}.lock"):
-        results = run(suite)
+        results = SUITES[cfg.suite].run(suite)
         atomic_write_json(path, results)
-    return results, text(results), path
+    return results, SUITES[cfg.suite].text(results), path
