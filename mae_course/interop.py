@@ -36,7 +36,7 @@ from .checkpoint import load_weights
 from .errors import CheckpointError, ConfigError
 from .model.mae import MaskedAutoencoder
 from .model.registry import MODEL_CONFIGS, build_model, check_architecture
-from .model.vit import VisionTransformer
+from .model.vit import PRETRAINING_ONLY, VisionTransformer
 
 HF_MODEL = "transformers ViTMAEForPreTraining"
 # LayerNorm eps: ours and the official code use 1e-6. The hub's facebook/vit-mae-* configs say 1e-12
@@ -298,13 +298,10 @@ def from_transformers(source: Any, **from_pretrained: Any) -> MaskedAutoencoder:
 
 
 # ---------------------------------------------------------------------------------------- timm
-_PRETRAINING_ONLY = ("decoder_", "mask_token", "encoder_mask_token")
-
-
 def _timm_parts(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(architecture, weights in timm's names, timm head settings) of an MAE or a course classifier."""
     if isinstance(model, MaskedAutoencoder):  # the encoder: all tokens after the final norm, no head
-        weights = {k: v for k, v in model.state_dict().items() if not k.startswith(_PRETRAINING_ONLY)}
+        weights = {k: v for k, v in model.state_dict().items() if not k.startswith(PRETRAINING_ONLY)}
         return model.config, weights, dict(num_classes=0, global_pool="token")
     if isinstance(model, VisionTransformer):  # the same pooling and head: cls after norm, or mean + fc_norm
         head = dict(num_classes=model.config["num_classes"], global_pool=model.config["global_pool"])

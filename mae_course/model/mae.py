@@ -125,13 +125,8 @@ class MaskedAutoencoder(nn.Module):
             w = self.patch_embed.proj.weight
             nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token_param, std=0.02)
+        nn.init.normal_(self.encoder_mask_token if self.mask_token_in_encoder else self.mask_token, std=0.02)
         self.apply(_init_linear_and_norm)
-
-    @property
-    def mask_token_param(self) -> nn.Parameter:
-        """The learned mask token, wherever this variant keeps it."""
-        return self.encoder_mask_token if self.mask_token_in_encoder else self.mask_token
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing of every Transformer block, encoder and decoder.

@@ -25,7 +25,7 @@ from .patches import PatchEmbed
 
 POOLINGS = ("token", "avg")
 # Everything of an MAE checkpoint that the classifier does not use.
-_PRETRAINING_ONLY = ("decoder_", "mask_token", "encoder_mask_token")
+PRETRAINING_ONLY = ("decoder_", "mask_token", "encoder_mask_token")
 
 
 class VisionTransformer(nn.Module):
@@ -131,7 +131,7 @@ def vit_from_mae(mae_config: Mapping[str, Any], num_classes: int, **overrides: A
 def encoder_state_dict(state_dict: Mapping[str, torch.Tensor], vit: VisionTransformer) -> dict[str, torch.Tensor]:
     """The encoder part of an MAE state_dict, fitted to ``vit``: decoder and mask token dropped,
     ``norm`` dropped when ``vit`` pools by average, positional table resized to ``vit``'s grid."""
-    encoder = {k: v for k, v in state_dict.items() if not k.startswith(_PRETRAINING_ONLY) and not k.startswith("head.")}
+    encoder = {k: v for k, v in state_dict.items() if not k.startswith(PRETRAINING_ONLY) and not k.startswith("head.")}
     if vit.global_pool == "avg":
         encoder = {k: v for k, v in encoder.items() if not k.startswith("norm.")}
     if "pos_embed" in encoder and encoder["pos_embed"].shape != vit.pos_embed.shape:
