@@ -50,16 +50,20 @@ def _classify(cfg: Any, args: argparse.Namespace) -> None:
     from .evaluation.linprobe import linprobe
 
     summary = (linprobe if cfg.kind == "linprobe" else finetune)(cfg)
-    print(f"done: top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% (best top-1 {summary['best_top1']:.2f}%) "
-          f"after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s")  # fmt: skip
+    print(
+        f"done: top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% (best top-1 {summary['best_top1']:.2f}%) "
+        f"after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s"
+    )
 
 
 def _segment(cfg: Any, args: argparse.Namespace) -> None:
     from .evaluation.segment import segment
 
     summary = segment(cfg)
-    print(f"done: mIoU {summary['miou']:.2f}%, pixel accuracy {summary['pixel_accuracy']:.2f}% "
-          f"(best mIoU {summary['best_miou']:.2f}%) after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s")  # fmt: skip
+    print(
+        f"done: mIoU {summary['miou']:.2f}%, pixel accuracy {summary['pixel_accuracy']:.2f}% "
+        f"(best mIoU {summary['best_miou']:.2f}%) after {summary['epochs']} epochs, {summary['wall_time_s']:.0f} s"
+    )
 
 
 def _evaluate(cfg: Any, args: argparse.Namespace) -> None:
@@ -107,49 +111,111 @@ def _export_onnx(cfg: Any, args: argparse.Namespace) -> None:
     path = export_onnx(model, cfg.output_path())
     difference = largest_difference(model, onnx_session(path))
     print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); onnxruntime's predictions are PyTorch's to {difference:.1e}"
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); "
+        f"onnxruntime's predictions are PyTorch's to {difference:.1e}"
     )
 
 
 def _partial_flags(p: argparse.ArgumentParser) -> None:
     choice = p.add_mutually_exclusive_group(required=True)
-    choice.add_argument("--blocks", dest="tune_blocks", type=int,
-                        help="train only the last k blocks (k = 0 is linear probing: use linprobe)")  # fmt: skip
+    choice.add_argument(
+        "--blocks",
+        dest="tune_blocks",
+        type=int,
+        help="train only the last k blocks (k = 0 is linear probing: use linprobe)",
+    )
     choice.add_argument(
         "--mlp-only", dest="tune_mlp_only", action="store_true", help="train only the MLP of the last block"
     )
 
 
 def _ratio_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ratios", type=float, nargs="+", metavar="R", help="masking ratios to sweep (the paper's "
-                   "Figure 5); same as --ablation mask_ratio --values R ...")  # fmt: skip
+    p.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="masking ratios to sweep (the paper's Figure 5); same as --ablation mask_ratio --values R ...",
+    )
 
 
 # name: (help, settings class, runner, flags of its own, command-line defaults)
 COMMANDS: dict[str, tuple[str, str, Callable, Callable | None, dict]] = {
-    "pretrain": ("pretrain an MAE (default: a small one on the built-in data, a few minutes on a CPU)",
-                 "train.pretrain:PretrainConfig", _pretrain, None, {}),
-    "linprobe": ("linear-probe an encoder: frozen features, BatchNorm (no affine) + linear head",
-                 "evaluation.linprobe:LinprobeConfig", _classify, None, {}),
-    "finetune": ("fine-tune an encoder end to end (without --checkpoint: train from scratch)",
-                 "evaluation.finetune:FinetuneConfig", _classify, None, {}),
-    "partial-finetune": ("fine-tune only the last k blocks (or the last block's MLP) and the head",
-                         "evaluation.finetune:FinetuneConfig", _classify, _partial_flags,
-                         {"output_dir": "runs/partial-finetune"}),
-    "segment": ("fine-tune an encoder to label every pixel of the built-in images (lesson 10: transfer to dense "
-                "prediction)", "evaluation.segment:SegmentConfig", _segment, None, {}),
-    "evaluate": ("judge a checkpoint the paper's three ways (linear probe, fine-tuning, partial fine-tuning) against "
-                 "from-scratch and random-encoder baselines", "evaluation.all_protocols:EvaluationConfig", _evaluate,
-                 None, {}),
-    "sweep": ("vary one pretraining setting and, for each value, pretrain, linear-probe and fine-tune (Figure 5, "
-              "Table 1)", "experiments.sweep:SweepConfig", _sweep, _ratio_flag, {"values": None}),
-    "bench": ("time pretraining steps: Table 2 (asymmetric encoder vs mask tokens), or model throughput and MFU "
-              "against a peer", "experiments.bench:BenchConfig", _bench, None, {}),
-    "prepare": ("write a pre-resized RGB JPEG copy of an image folder (e.g. ImageNet's train/ + val/) for faster "
-                "pretraining; rerun to continue an interrupted copy", "data.prepare:PrepareConfig", _prepare, None, {}),
-    "export-onnx": ("write an MAE as ONNX: images and masking noise in, predictions and mask out (the website's "
-                    "in-browser explorer runs it)", "seeing.onnx_export:OnnxExportConfig", _export_onnx, None, {}),
-}  # fmt: skip
+    "pretrain": (
+        "pretrain an MAE (default: a small one on the built-in data, a few minutes on a CPU)",
+        "train.pretrain:PretrainConfig",
+        _pretrain,
+        None,
+        {},
+    ),
+    "linprobe": (
+        "linear-probe an encoder: frozen features, BatchNorm (no affine) + linear head",
+        "evaluation.linprobe:LinprobeConfig",
+        _classify,
+        None,
+        {},
+    ),
+    "finetune": (
+        "fine-tune an encoder end to end (without --checkpoint: train from scratch)",
+        "evaluation.finetune:FinetuneConfig",
+        _classify,
+        None,
+        {},
+    ),
+    "partial-finetune": (
+        "fine-tune only the last k blocks (or the last block's MLP) and the head",
+        "evaluation.finetune:FinetuneConfig",
+        _classify,
+        _partial_flags,
+        {"output_dir": "runs/partial-finetune"},
+    ),
+    "segment": (
+        "fine-tune an encoder to label every pixel of the built-in images (lesson 10: transfer to dense prediction)",
+        "evaluation.segment:SegmentConfig",
+        _segment,
+        None,
+        {},
+    ),
+    "evaluate": (
+        "judge a checkpoint the paper's three ways (linear probe, fine-tuning, partial fine-tuning) against "
+        "from-scratch and random-encoder baselines",
+        "evaluation.all_protocols:EvaluationConfig",
+        _evaluate,
+        None,
+        {},
+    ),
+    "sweep": (
+        "vary one pretraining setting and, for each value, pretrain, linear-probe and fine-tune (Figure 5, Table 1)",
+        "experiments.sweep:SweepConfig",
+        _sweep,
+        _ratio_flag,
+        {"values": None},
+    ),
+    "bench": (
+        "time pretraining steps: Table 2 (asymmetric encoder vs mask tokens), or model throughput and MFU "
+        "against a peer",
+        "experiments.bench:BenchConfig",
+        _bench,
+        None,
+        {},
+    ),
+    "prepare": (
+        "write a pre-resized RGB JPEG copy of an image folder (e.g. ImageNet's train/ + val/) for faster "
+        "pretraining; rerun to continue an interrupted copy",
+        "data.prepare:PrepareConfig",
+        _prepare,
+        None,
+        {},
+    ),
+    "export-onnx": (
+        "write an MAE as ONNX: images and masking noise in, predictions and mask out (the website's "
+        "in-browser explorer runs it)",
+        "seeing.onnx_export:OnnxExportConfig",
+        _export_onnx,
+        None,
+        {},
+    ),
+}
 
 
 def _settings_class(path: str) -> type:

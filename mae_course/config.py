@@ -6,8 +6,8 @@
 
 A field made by :func:`option` carries its help and how it looks on the command line; the
 command line is generated from these fields (:func:`add_options`, :func:`from_args`, used by
-:mod:`mae_course.cli`), and :func:`from_mapping` checks settings given as JSON (``sweep --pretrain '{"epochs": 20}'``) against them: unknown
-keys, wrong types and non-finite numbers are one-line errors that name the setting. Ranges are
+:mod:`mae_course.cli`), and :func:`from_mapping` checks settings given as JSON
+(``sweep --pretrain '{"epochs": 20}'``) against them: unknown keys, wrong types and non-finite numbers are one-line errors that name the setting. Ranges are
 each job's own ``validate()``.
 
 The options that several jobs share are defined here once: :class:`DataOptions`,
@@ -64,8 +64,18 @@ def option(
         aliases: other spellings of the flag (``--model`` for ``--models``).
         cli: False for a setting that is not a command-line flag (only JSON and Python set it).
     """
-    metadata = dict(help=help, group=group, choices=choices, metavar=metavar, negatable=negatable, const=const,
-                    positional=positional, nargs=nargs, aliases=aliases, cli=cli)  # fmt: skip
+    metadata = dict(
+        help=help,
+        group=group,
+        choices=choices,
+        metavar=metavar,
+        negatable=negatable,
+        const=const,
+        positional=positional,
+        nargs=nargs,
+        aliases=aliases,
+        cli=cli,
+    )
     if isinstance(default, dict | list):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -293,8 +303,9 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 class DataOptions:
     """Where the images come from."""
 
-    data: str = option(BUILTIN, "builtin (generated, no download), cifar10, stl10, imagenette, or an ImageFolder path",
-                       group="data")  # fmt: skip
+    data: str = option(
+        BUILTIN, "builtin (generated, no download), cifar10, stl10, imagenette, or an ImageFolder path", group="data"
+    )
     data_root: str | None = option(
         None, "where named datasets live (default: ~/.cache/mae_course/datasets)", group="data"
     )
@@ -303,8 +314,11 @@ class DataOptions:
     image_size: int = option(32, "input side in pixels; a multiple of the patch size", group="data")
     subset: int | None = option(None, "use only the first N training images", group="data")
     num_workers: int | None = option(
-        None, "DataLoader workers per process (default: 0 for built-in data, else one per spare core of this "
-        "process's share of the cores, at most 8; never more than that share)", group="data")  # fmt: skip
+        None,
+        "DataLoader workers per process (default: 0 for built-in data, else one per spare core of this "
+        "process's share of the cores, at most 8; never more than that share)",
+        group="data",
+    )
 
     def validate_data(self) -> None:
         need(self.image_size > 0, f"image size must be positive, got {self.image_size}")
@@ -324,18 +338,25 @@ class OptimOptions:
     warmup_epochs: float = option(1.0, "epochs of linear lr warmup", group="optimization")
     batch_size: int = option(64, "images per process per step", group="optimization")
     accum_iter: int = option(1, "gradient accumulation steps", group="optimization")
-    blr: float = option(5e-3, "base lr: lr = blr x effective batch / 256 (effective = batch x accum x processes)",
-                        group="optimization")  # fmt: skip
+    blr: float = option(
+        5e-3, "base lr: lr = blr x effective batch / 256 (effective = batch x accum x processes)", group="optimization"
+    )
     lr: float | None = option(None, "absolute lr (overrides --blr)", group="optimization")
     min_lr: float = option(0.0, "the lr at the end of the cosine decay", group="optimization")
     weight_decay: float = option(0.05, "AdamW weight decay (weight matrices only)", group="optimization")
-    amp: str = option("auto", "mixed precision: auto = bf16 (or fp16 + scaler) on GPU, none on CPU",
-                      group="optimization", choices=("auto", "bf16", "fp16", "none"))  # fmt: skip
+    amp: str = option(
+        "auto",
+        "mixed precision: auto = bf16 (or fp16 + scaler) on GPU, none on CPU",
+        group="optimization",
+        choices=("auto", "bf16", "fp16", "none"),
+    )
 
     def validate_optim(self) -> None:
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
-             f"warmup epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")  # fmt: skip
+        need(
+            self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
+            f"warmup epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}",
+        )
         need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
         need(self.accum_iter >= 1, f"accum iter must be at least 1, got {self.accum_iter}")
         need(self.blr > 0, f"base lr must be a positive number, got {self.blr}")
@@ -356,8 +377,13 @@ class RunOptions:
     """Where a run writes, and how it starts."""
 
     output_dir: str = option("runs/run", "the run's folder", group="run")
-    resume: str | None = option(None, "continue a run (default: OUTPUT_DIR/checkpoint-last.pth)", group="run",
-                                metavar="CHECKPOINT", const="auto")  # fmt: skip
+    resume: str | None = option(
+        None,
+        "continue a run (default: OUTPUT_DIR/checkpoint-last.pth)",
+        group="run",
+        metavar="CHECKPOINT",
+        const="auto",
+    )
     overwrite: bool = option(False, "start over in an output dir that already holds a run", group="run")
     seed: int = option(0, "seed of every random choice: initialisation, data order, crops, masks", group="run")
     device: str = option("auto", "auto, cpu, cuda or cuda:N (under torchrun: each process's local GPU)", group="run")

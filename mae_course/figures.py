@@ -84,8 +84,16 @@ def patch_grid_figure(img: torch.Tensor, patch_size: int, numbers: bool = True, 
         fontsize = max(5, min(11, 150 / max(rows, cols)))
         for r in range(rows):
             for c in range(cols):
-                ax.text((c + 0.5) * patch_size - 0.5, (r + 0.5) * patch_size - 0.5, str(r * cols + c),
-                        ha="center", va="center", color="white", fontsize=fontsize, path_effects=_OUTLINE)  # fmt: skip
+                ax.text(
+                    (c + 0.5) * patch_size - 0.5,
+                    (r + 0.5) * patch_size - 0.5,
+                    str(r * cols + c),
+                    ha="center",
+                    va="center",
+                    color="white",
+                    fontsize=fontsize,
+                    path_effects=_OUTLINE,
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"{rows} x {cols} = {rows * cols} patches of {patch_size} x {patch_size} pixels", fontsize=10)
@@ -216,6 +224,13 @@ def mae_architecture_figure(img: torch.Tensor, patch_size: int, mask: torch.Tens
     arrow(99, 103)
     picture(img, 104, 9, size)
     ax.text(116, 36, "target: the pixels\nof the removed patches", ha="center", fontsize=10)
-    ax.text(65, 1.5, "The encoder sees only the visible quarter of the patches; the small decoder, used only in "
-            "pretraining, sees them all.", ha="center", fontsize=10, style="italic")  # fmt: skip
+    ax.text(
+        65,
+        1.5,
+        "The encoder sees only the visible quarter of the patches; the small decoder, used only in "
+        "pretraining, sees them all.",
+        ha="center",
+        fontsize=10,
+        style="italic",
+    )
     return fig

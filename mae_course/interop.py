@@ -104,7 +104,7 @@ def transformers_model(config: dict[str, Any], mask_ratio: float = 0.75) -> nn.M
 
 # Our block parameters -> transformers', in the two layouts it has used: encoder block prefix,
 # then attention q/k/v, attention output, norm1, norm2, fc1, fc2. Decoder blocks share the inner names.
-_LAYOUTS = {
+_LAYOUTS = {  # one row per layout
     "v5": ("vit.layers.{i}.", "attention.{x}_proj", "attention.o_proj", "layernorm_before", "layernorm_after",
            "mlp.fc1", "mlp.fc2"),
     "v4": ("vit.encoder.layer.{i}.", "attention.attention.{x}", "attention.output.dense", "layernorm_before",
@@ -118,9 +118,9 @@ _OUTSIDE_BLOCKS = {
     "patch_embed.proj.bias": "vit.embeddings.patch_embeddings.projection.bias",
     "norm.weight": "vit.layernorm.weight",
     "norm.bias": "vit.layernorm.bias",
-    **{name: f"decoder.{name}" for name in ("mask_token", "decoder_pos_embed", "decoder_embed.weight",
-       "decoder_embed.bias", "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight", "decoder_pred.bias")},
-}  # fmt: skip
+    **{name: f"decoder.{name}" for name in ("mask_token", "decoder_pos_embed")},
+    **{f"decoder_{m}.{w}": f"decoder.decoder_{m}.{w}" for m in ("embed", "norm", "pred") for w in ("weight", "bias")},
+}
 
 
 def transformers_names(our_keys, hf_keys) -> dict[str, list[str]]:
@@ -195,20 +195,29 @@ def settings_from_transformers(hf_config) -> dict[str, Any]:
     except (TypeError, ZeroDivisionError):
         ratio = None  # the hidden size is named below
     settings = dict(
-        img_size=c.image_size, patch_size=c.patch_size, in_chans=c.num_channels,
-        embed_dim=c.hidden_size, depth=c.num_hidden_layers, num_heads=c.num_attention_heads,
-        decoder_embed_dim=c.decoder_hidden_size, decoder_depth=c.decoder_num_hidden_layers,
-        decoder_num_heads=c.decoder_num_attention_heads, mlp_ratio=ratio, norm_pix_loss=bool(c.norm_pix_loss),
-    )  # fmt: skip
+        img_size=c.image_size,
+        patch_size=c.patch_size,
+        in_chans=c.num_channels,
+        embed_dim=c.hidden_size,
+        depth=c.num_hidden_layers,
+        num_heads=c.num_attention_heads,
+        decoder_embed_dim=c.decoder_hidden_size,
+        decoder_depth=c.decoder_num_hidden_layers,
+        decoder_num_heads=c.decoder_num_attention_heads,
+        mlp_ratio=ratio,
+        norm_pix_loss=bool(c.norm_pix_loss),
+    )
     try:
         check_architecture(settings)
     except ConfigError as e:
         raise CheckpointError(f"cannot convert this ViTMAE to the course's model: {e}") from None
     widths = (int(c.hidden_size * ratio), int(c.decoder_hidden_size * ratio))  # what our blocks would build
     if widths != (c.intermediate_size, c.decoder_intermediate_size):
-        raise CheckpointError(f"cannot convert this ViTMAE to the course's model: MLP widths {c.intermediate_size}/"
-                              f"{c.hidden_size} and {c.decoder_intermediate_size}/{c.decoder_hidden_size} (ours has "
-                              "one mlp_ratio)")  # fmt: skip
+        raise CheckpointError(
+            f"cannot convert this ViTMAE to the course's model: MLP widths {c.intermediate_size}/"
+            f"{c.hidden_size} and {c.decoder_intermediate_size}/{c.decoder_hidden_size} (ours has "
+            "one mlp_ratio)"
+        )
     return settings
 
 
@@ -228,7 +237,9 @@ def _build(settings: dict[str, Any]) -> MaskedAutoencoder:
 
 def _offline() -> bool:
     """Whether the environment asks huggingface_hub for offline mode (read now, not at its import)."""
-    return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))  # fmt: skip
+    return any(
+        os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 # The from_pretrained arguments that say where the files come from (the config is read with them first).
@@ -247,7 +258,9 @@ def _load(source: str | Path, **from_pretrained: Any) -> tuple[nn.Module, dict[s
     if path.is_dir():
         where, failed, hint = path, f"cannot load {path} as a ViTMAE", ""
     elif path.exists() or str(source).startswith((".", "/", "~")):
-        raise CheckpointError(f"{source} is not a folder made with save_pretrained, nor a hub name like facebook/vit-mae-base")  # fmt: skip
+        raise CheckpointError(
+            f"{source} is not a folder made with save_pretrained, nor a hub name like facebook/vit-mae-base"
+        )
     else:
         from_pretrained.setdefault("local_files_only", _offline())  # no network retries when offline
         where, failed = str(source), f"cannot load {str(source)!r} from the Hugging Face hub (offline?)"
@@ -314,10 +327,14 @@ def _timm_parts(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tenso
 def _architecture(vit: nn.Module) -> dict[str, Any]:
     """The settings that make a ViT encoder, read off a timm VisionTransformer."""
     return dict(
-        img_size=vit.patch_embed.img_size[0], patch_size=vit.patch_embed.patch_size[0],
-        in_chans=vit.patch_embed.proj.in_channels, embed_dim=vit.embed_dim, depth=len(vit.blocks),
-        num_heads=vit.blocks[0].attn.num_heads, mlp_width=vit.blocks[0].mlp.fc1.out_features,
-    )  # fmt: skip
+        img_size=vit.patch_embed.img_size[0],
+        patch_size=vit.patch_embed.patch_size[0],
+        in_chans=vit.patch_embed.proj.in_channels,
+        embed_dim=vit.embed_dim,
+        depth=len(vit.blocks),
+        num_heads=vit.blocks[0].attn.num_heads,
+        mlp_width=vit.blocks[0].mlp.fc1.out_features,
+    )
 
 
 def _check_same_architecture(vit: nn.Module, name: str, config: dict[str, Any], weights: dict) -> None:
@@ -355,10 +372,16 @@ def to_timm(model: nn.Module, name: str | None = None) -> nn.Module:
     timm = _timm()
     if name is None:  # timm's defaults are ours: LayerNorm eps 1e-6, exact GELU, a cls token
         vit = timm.models.vision_transformer.VisionTransformer(
-            img_size=config["img_size"], patch_size=config["patch_size"], in_chans=config.get("in_chans", 3),
-            embed_dim=config["embed_dim"], depth=config["depth"], num_heads=config["num_heads"],
-            mlp_ratio=config.get("mlp_ratio", 4.0), qkv_bias=True, **head,
-        )  # fmt: skip
+            img_size=config["img_size"],
+            patch_size=config["patch_size"],
+            in_chans=config.get("in_chans", 3),
+            embed_dim=config["embed_dim"],
+            depth=config["depth"],
+            num_heads=config["num_heads"],
+            mlp_ratio=config.get("mlp_ratio", 4.0),
+            qkv_bias=True,
+            **head,
+        )
     else:
         try:
             vit = timm.create_model(name, pretrained=False, **head)

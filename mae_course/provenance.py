@@ -35,8 +35,11 @@ def git_commit() -> str:
 
 def hardware() -> dict[str, Any]:
     """The accelerator (or CPU) PyTorch runs on, and the library versions."""
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "torchvision": torchvision.__version__}  # fmt: skip
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
     if torch.cuda.is_available():
         info.update(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), cuda=torch.version.cuda)
     else:

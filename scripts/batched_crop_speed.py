@@ -70,13 +70,17 @@ def main() -> None:
     boxes = sample_crops(
         torch.tensor([tuple(i.shape[-2:]) for i in images]), generator=torch.Generator().manual_seed(0)
     )
-    contenders = {"loop": lambda: per_image(images, boxes, args.size),
-                  "batched": lambda: crop_resize_flip(images, boxes, args.size)}  # fmt: skip
+    contenders = {
+        "loop": lambda: per_image(images, boxes, args.size),
+        "batched": lambda: crop_resize_flip(images, boxes, args.size),
+    }
     seconds = alternating_seconds(contenders, rounds=args.rounds)
     n = len(images)
     for name, times in seconds.items():
-        print(f"{name:8s} {n / min(times):8.1f} images/s at best, {n / sorted(times)[len(times) // 2]:8.1f} median, "
-              f"{operations(contenders[name])} tensor operations per batch")  # fmt: skip
+        print(
+            f"{name:8s} {n / min(times):8.1f} images/s at best, {n / sorted(times)[len(times) // 2]:8.1f} median, "
+            f"{operations(contenders[name])} tensor operations per batch"
+        )
     print(f"batched vs loop: {ratio(seconds['loop'], seconds['batched'])} ({n} images, {args.size} px, {device})")
 
 

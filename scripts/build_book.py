@@ -78,24 +78,32 @@ class Edition:
 
 EDITIONS = {
     "en": Edition(
-        "en", "en", "Masked Autoencoders, from the first patch to ImageNet", "Run it yourself",
+        "en",
+        "en",
+        "Masked Autoencoders, from the first patch to ImageNet",
+        "Run it yourself",
         "- **JupyterLab:** `{clone}`, then open `notebooks/{folder}{name}` (the exercises, with checks) or "
         "`solutions/{folder}{name}` (solved).\n"
         '- **Colab:** <a href="{exercise}">{badge}</a> the exercises, or <a href="{solved}">the solved lesson</a>.\n'
         "- This page shows the solved lesson and the outputs of its last full run; nothing here runs.\n"
         '- <a href="{other}">中文版</a>',
-        "Above: a snapshot of the widget in JupyterLab. Run the lesson to move its controls.", "中文",
+        "Above: a snapshot of the widget in JupyterLab. Run the lesson to move its controls.",
+        "中文",
     ),
     "zh": Edition(
-        "zh", "zh_CN", "掩码自编码器：从第一个图像块到 ImageNet", "自己运行",
+        "zh",
+        "zh_CN",
+        "掩码自编码器：从第一个图像块到 ImageNet",
+        "自己运行",
         "- **JupyterLab：** `{clone}`，然后打开 `notebooks/{folder}{name}`（练习，带自动检查）或 "
         "`solutions/{folder}{name}`（答案）。\n"
         '- **Colab：** <a href="{exercise}">{badge}</a> 练习，或 <a href="{solved}">带答案的课程</a>。\n'
         "- 本页展示的是带答案的课程及其最近一次完整运行的输出；页面上不运行任何代码。\n"
         '- <a href="{other}">English</a>',
-        "上图：JupyterLab 中交互控件的快照。运行本课即可拖动其中的控件。", "English",
+        "上图：JupyterLab 中交互控件的快照。运行本课即可拖动其中的控件。",
+        "English",
     ),
-}  # fmt: skip
+}
 
 
 def lesson_paths() -> list[Path]:
@@ -191,8 +199,9 @@ def snapshot_output(image: Path) -> nbformat.NotebookNode:
     )
 
 
-def stage_lesson(edition: Edition, path: Path, lessons: set[str], url: str,
-                 images: dict[str, Path] | None = None) -> nbformat.NotebookNode:  # fmt: skip
+def stage_lesson(
+    edition: Edition, path: Path, lessons: set[str], url: str, images: dict[str, Path] | None = None
+) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if HEADER_TAG not in c.metadata.get("tags", [])]
     if not nb.cells or not nb.cells[0].source.startswith("# "):
@@ -261,8 +270,9 @@ def stage(edition: Edition, src: Path) -> list[str]:
         (src / "reference.md").write_text(reference)
         extra = "\n```{toctree}\n:hidden:\n:caption: Practitioners\n:maxdepth: 1\n\nreference\n```\n"
     else:
-        home = rewrite_links(translated_home(edition.lang), f"translations/{edition.lang}/README.md", lessons, url,
-                             images)  # fmt: skip
+        home = rewrite_links(
+            translated_home(edition.lang), f"translations/{edition.lang}/README.md", lessons, url, images
+        )
         extra = ""
     home += f"\n```{{toctree}}\n:hidden:\n:caption: {caption}\n:maxdepth: 1\n\n{toctree}\n```\n"
     (src / f"{explorer.PAGE}.md").write_text(explorer.page(edition.lang))

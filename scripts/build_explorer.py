@@ -40,50 +40,75 @@ PER_CLASS = 4  # built-in test images per shape
 
 WORDS = {
     "en": {
-        "ratio": "masking ratio", "sampling": "sampling", "random": "random", "block": "block", "grid": "grid",
-        "new_mask": "new mask", "upload": "your own image", "original": "original", "masked": "masked",
-        "reconstruction": "reconstruction", "pasted": "reconstruction + visible",
-        "error": "error per removed patch (grey: visible)", "samples": "Built-in images (the test split):",
+        "ratio": "masking ratio",
+        "sampling": "sampling",
+        "random": "random",
+        "block": "block",
+        "grid": "grid",
+        "new_mask": "new mask",
+        "upload": "your own image",
+        "original": "original",
+        "masked": "masked",
+        "reconstruction": "reconstruction",
+        "pasted": "reconstruction + visible",
+        "error": "error per removed patch (grey: visible)",
+        "samples": "Built-in images (the test split):",
         "click": "Click a patch to hide or show it.",
         "grid_note": "grid sampling keeps one patch of every 2x2 cell: its ratio is always 75%",
         "home": "**Try MAE in your browser:** the [explorer](explorer.md) runs the course's mini MAE in the page. "
-                "Move the masking ratio and watch it reconstruct, with nothing to install.",
+        "Move the masking ratio and watch it reconstruct, with nothing to install.",
         "lesson": "**Live:** the [explorer page](explorer.md) runs this explorer in your browser, no install needed.",
         "messages": {
-            "loading": "Loading the model…", "ready": "Model loaded in {ms} ms; move the controls.",
+            "loading": "Loading the model…",
+            "ready": "Model loaded in {ms} ms; move the controls.",
             "kept": "{kept} of {total} patches visible",
             "summary": "{image}: mean squared error on the {n} removed patches = {error}",
             "nothingRemoved": "Nothing is removed at 0%: move the ratio up.",
-            "lastPatch": "At least one patch must stay visible.", "sample": "built-in test image {index}: {shape}",
-            "yours": "{name}, resized to 32x32", "unreadable": "{name} is not an image this browser can read",
+            "lastPatch": "At least one patch must stay visible.",
+            "sample": "built-in test image {index}: {shape}",
+            "yours": "{name}, resized to 32x32",
+            "unreadable": "{name} is not an image this browser can read",
             "failed": "The explorer stopped: {error}",
             "fileProtocol": "This page needs a web server: browsers do not run WebAssembly from file:// pages. "
-                            "Run python -m http.server -d build/book/html and open http://localhost:8000/explorer.html",
+            "Run python -m http.server -d build/book/html and open http://localhost:8000/explorer.html",
         },
         "classes": ["disk", "ring", "triangle", "square", "plus", "star", "crescent", "arrow", "ell", "triad"],
     },
     "zh": {
-        "ratio": "掩码比例", "sampling": "采样方式", "random": "随机", "block": "块状", "grid": "网格",
-        "new_mask": "换一个掩码", "upload": "你自己的图片", "original": "原图", "masked": "掩码后",
-        "reconstruction": "重建", "pasted": "重建 + 可见块", "error": "每个被移除块的误差（灰色：可见）",
-        "samples": "内置图片（测试集）：", "click": "点击一个图像块即可隐藏或显示它。",
+        "ratio": "掩码比例",
+        "sampling": "采样方式",
+        "random": "随机",
+        "block": "块状",
+        "grid": "网格",
+        "new_mask": "换一个掩码",
+        "upload": "你自己的图片",
+        "original": "原图",
+        "masked": "掩码后",
+        "reconstruction": "重建",
+        "pasted": "重建 + 可见块",
+        "error": "每个被移除块的误差（灰色：可见）",
+        "samples": "内置图片（测试集）：",
+        "click": "点击一个图像块即可隐藏或显示它。",
         "grid_note": "网格采样在每个 2x2 单元中保留一个图像块：比例总是 75%",
         "home": "**在浏览器中试试 MAE：**[探索器](explorer.md)在网页中运行课程的 mini MAE。拖动掩码比例，看它重建图像，无需安装任何东西。",
         "lesson": "**在线版：**[探索器页面](explorer.md)在你的浏览器中运行这个探索器，无需安装。",
         "messages": {
-            "loading": "正在加载模型…", "ready": "模型已在 {ms} 毫秒内加载；拖动控件试试。",
+            "loading": "正在加载模型…",
+            "ready": "模型已在 {ms} 毫秒内加载；拖动控件试试。",
             "kept": "64 个图像块中可见 {kept} 个".replace("64", "{total}"),
             "summary": "{image}：{n} 个被移除图像块的均方误差 = {error}",
             "nothingRemoved": "比例为 0% 时没有图像块被移除：把比例调高。",
-            "lastPatch": "至少要有一个图像块保持可见。", "sample": "内置测试图片 {index}：{shape}",
-            "yours": "{name}，已缩放到 32x32", "unreadable": "{name} 不是这个浏览器能读取的图片",
+            "lastPatch": "至少要有一个图像块保持可见。",
+            "sample": "内置测试图片 {index}：{shape}",
+            "yours": "{name}，已缩放到 32x32",
+            "unreadable": "{name} 不是这个浏览器能读取的图片",
             "failed": "探索器已停止：{error}",
             "fileProtocol": "本页需要一个网页服务器：浏览器不会在 file:// 页面中运行 WebAssembly。"
-                            "请运行 python -m http.server -d build/book/html，然后打开 http://localhost:8000/zh/explorer.html",
+            "请运行 python -m http.server -d build/book/html，然后打开 http://localhost:8000/zh/explorer.html",
         },
         "classes": ["圆盘", "圆环", "三角形", "正方形", "加号", "星形", "新月", "箭头", "L 形", "三圆点"],
     },
-}  # fmt: skip
+}
 
 
 def assets_url(lang: str) -> str:
@@ -95,8 +120,10 @@ def _panel(name: str, caption: str) -> str:
     side = 8 if name == "error" else 32  # the error map has one pixel per patch
     clickable = "" if name == "original" else ' class="mx-clickable"'
     bar = '<div class="mx-bar">0 <span class="mx-gradient"></span> <span id="mx-scale-top"></span></div>'
-    return (f'<figure><canvas id="mx-{name}" width="{side}" height="{side}"{clickable}></canvas>'
-            f'<figcaption>{caption}</figcaption>{bar if name == "error" else ""}</figure>')  # fmt: skip
+    return (
+        f'<figure><canvas id="mx-{name}" width="{side}" height="{side}"{clickable}></canvas>'
+        f"<figcaption>{caption}</figcaption>{bar if name == 'error' else ''}</figure>"
+    )
 
 
 def widget(lang: str) -> str:
@@ -189,15 +216,29 @@ def explorer_json(onnx_name: str) -> dict:
     magma = (matplotlib.colormaps["magma"](torch.arange(256).numpy())[:, :3] * 255).round().astype("uint8")
     length = model.num_patches
     return {
-        "onnx": onnx_name, "checkpoint": shipped_checkpoint().name, "config": model.config,
-        "img_size": model.patch_embed.img_size, "patch_size": model.patch_size, "grid": list(model.grid_size),
-        "norm_pix_loss": model.norm_pix_loss, "eps": 1e-6, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "grey": 0.6,
-        "block": {"min_block": max(1, length // 12),
-                  "aspect_range": inspect.signature(block_mask_noise).parameters["aspect_range"].default},
+        "onnx": onnx_name,
+        "checkpoint": shipped_checkpoint().name,
+        "config": model.config,
+        "img_size": model.patch_embed.img_size,
+        "patch_size": model.patch_size,
+        "grid": list(model.grid_size),
+        "norm_pix_loss": model.norm_pix_loss,
+        "eps": 1e-6,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "grey": 0.6,
+        "block": {
+            "min_block": max(1, length // 12),
+            "aspect_range": inspect.signature(block_mask_noise).parameters["aspect_range"].default,
+        },
         "magma": base64.b64encode(magma.tobytes()).decode(),
-        "samples": {"indices": indices, "labels": [int(labels[i]) for i in indices], "classes": list(CLASSES),
-                    "pixels": base64.b64encode(pixels).decode()},
-    }  # fmt: skip
+        "samples": {
+            "indices": indices,
+            "labels": [int(labels[i]) for i in indices],
+            "classes": list(CLASSES),
+            "pixels": base64.b64encode(pixels).decode(),
+        },
+    }
 
 
 def gradient(meta: dict) -> str:

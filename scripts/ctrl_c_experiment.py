@@ -32,9 +32,20 @@ def main() -> None:
     opts = parser.parse_args()
 
     def config(folder: str, **kw) -> PretrainConfig:
-        return PretrainConfig(output_dir=str(opts.out / folder), subset=opts.subset, batch_size=32, epochs=2,
-                              warmup_epochs=0.5, model_overrides=dict(SMALL), blr=1e-2, log_every=1, vis_images=0,
-                              device="cpu", overwrite=True, **kw)  # fmt: skip
+        return PretrainConfig(
+            output_dir=str(opts.out / folder),
+            subset=opts.subset,
+            batch_size=32,
+            epochs=2,
+            warmup_epochs=0.5,
+            model_overrides=dict(SMALL),
+            blr=1e-2,
+            log_every=1,
+            vis_images=0,
+            device="cpu",
+            overwrite=True,
+            **kw,
+        )
 
     reference: list[float] = []
     pretrain(config("reference"), on_step=lambda s, loss: reference.append(loss))
@@ -64,9 +75,13 @@ def main() -> None:
         pretrain(cfg, on_step=lambda s, loss, into=rest: into.append(loss))
         resumed = load_checkpoint(opts.out / f"stopped_in_step_{at}" / "model.safetensors")["model"]
         losses = first[:saved] + rest
-        row = {"signal_inside_step": at, "saved_at_step": saved, "identical_losses": losses == reference,
-               "max_loss_difference": max(abs(a - b) for a, b in zip(losses, reference, strict=True)),
-               "max_weight_difference": max((resumed[k] - weights[k]).abs().max().item() for k in weights)}  # fmt: skip
+        row = {
+            "signal_inside_step": at,
+            "saved_at_step": saved,
+            "identical_losses": losses == reference,
+            "max_loss_difference": max(abs(a - b) for a, b in zip(losses, reference, strict=True)),
+            "max_weight_difference": max((resumed[k] - weights[k]).abs().max().item() for k in weights),
+        }
         rows.append(row)
         print(json.dumps(row))
     (opts.out / "ctrl_c.json").write_text(json.dumps({"runs": rows, **provenance()}, indent=2) + "\n")

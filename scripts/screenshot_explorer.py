@@ -18,8 +18,15 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Of 20 masks (the page's "new mask" button), the one whose reconstruction is closest: one where a
 # visible patch falls on the disk, as the page's text tells the reader to look for.
 BEST_OF_20 = """async () => { const e = window.maeExplorer, button = document.querySelector('#mx-new-mask');

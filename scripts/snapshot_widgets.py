@@ -59,10 +59,21 @@ def main() -> None:
             shutil.copy(ROOT / "solutions" / lesson, tmp)
         port = free_port()
         lab = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-             "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={tmp}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--allow-root",
+                f"--port={port}",
+                "--IdentityProvider.token=",
+                "--ServerApp.password=",
+                f"--ServerApp.root_dir={tmp}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             time.sleep(10)
             for name, (lesson, selector) in WIDGETS.items():

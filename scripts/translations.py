@@ -116,8 +116,12 @@ def english_text(cell) -> str:
 def translatable(nb) -> list:
     """The cells a translation covers, in order: the markdown cells (all but the generated header)
     and the code cells with exercise hints."""
-    return [c for c in nb.cells if HEADER_TAG not in c.metadata.get("tags", [])
-            and (c.cell_type == "markdown" or (c.cell_type == "code" and hints(c.source)))]  # fmt: skip
+    return [
+        c
+        for c in nb.cells
+        if HEADER_TAG not in c.metadata.get("tags", [])
+        and (c.cell_type == "markdown" or (c.cell_type == "code" and hints(c.source)))
+    ]
 
 
 def with_hints(source: str, translated_hints: list[str]) -> str:
@@ -218,16 +222,23 @@ def problems(lang: str, path: Path) -> list[str]:
         elif block.text.strip() == english.strip() and has_prose(english):
             found.append(f"{where}: cell {cell.id} is still the English text")
         elif cell.cell_type == "code" and len(block.text.split("\n")) != len(hints(cell.source)):
-            found.append(f"{where}: cell {cell.id} has {len(hints(cell.source))} hint lines, its translation "
-                         f"{len(block.text.splitlines())}: translate them one for one")  # fmt: skip
+            found.append(
+                f"{where}: cell {cell.id} has {len(hints(cell.source))} hint lines, its translation "
+                f"{len(block.text.splitlines())}: translate them one for one"
+            )
         elif cell.cell_type == "markdown" and (broken := soft_breaks(block.text)):
-            found.append(f"{where}: cell {cell.id} breaks a line between two Chinese characters, which renders "
-                         f"as a space: join {broken[0]!r}")  # fmt: skip
+            found.append(
+                f"{where}: cell {cell.id} breaks a line between two Chinese characters, which renders "
+                f"as a space: join {broken[0]!r}"
+            )
         elif spaced := stray_spaces(block.text):
             found.append(f"{where}: cell {cell.id} has a space between Chinese characters: {spaced[0]!r}")
     ids = {c.id for c in translatable(nb)}
-    found += [f"{where}: cell {i} is not a markdown cell or a cell with hints of {path.name} (removed?)"
-              for i in blocks if i not in ids]  # fmt: skip
+    found += [
+        f"{where}: cell {i} is not a markdown cell or a cell with hints of {path.name} (removed?)"
+        for i in blocks
+        if i not in ids
+    ]
     return found
 
 
@@ -236,8 +247,9 @@ def message_problems(lang: str) -> list[str]:
     found = check_messages.problems(lang)
     for key, done in check_messages.translations(lang).items():
         if spaced := stray_spaces(done.text):
-            found.append(f"mae_course/checks/{lang}.md: message {key} has a space between Chinese characters: "
-                         f"{spaced[0]!r}")  # fmt: skip
+            found.append(
+                f"mae_course/checks/{lang}.md: message {key} has a space between Chinese characters: {spaced[0]!r}"
+            )
     return found
 
 
@@ -261,8 +273,10 @@ def translated(solution, lang: str, stem: str):
     for cell in nb.cells:
         for output in cell.get("outputs", []) if "check" in cell.metadata.get("tags", []) else []:
             if output.get("output_type") == "stream":
-                output.text = "".join(said.get(line.rstrip("\n"), line.rstrip("\n")) + line[len(line.rstrip("\n")) :]
-                                      for line in output.text.splitlines(keepends=True))  # fmt: skip
+                output.text = "".join(
+                    said.get(line.rstrip("\n"), line.rstrip("\n")) + line[len(line.rstrip("\n")) :]
+                    for line in output.text.splitlines(keepends=True)
+                )
     nb.metadata["language_edition"] = lang
     return nb
 
@@ -299,8 +313,11 @@ def lesson_prose(lang: str, stem: str) -> str:
     if english.exists():  # in the lesson's order, whatever the file's order; the hints are code, not prose
         cells = {c.id: c for c in translatable(read_notebook(english))}
         order = list(cells)
-        blocks = {i: blocks[i] for i in sorted(blocks, key=lambda i: order.index(i) if i in order else len(order))
-                  if i not in cells or cells[i].cell_type == "markdown"}  # fmt: skip
+        blocks = {
+            i: blocks[i]
+            for i in sorted(blocks, key=lambda i: order.index(i) if i in order else len(order))
+            if i not in cells or cells[i].cell_type == "markdown"
+        }
     text = "\n".join(b.text for b in blocks.values())
     return re.sub(r"```.*?```|`[^`\n]*`|\]\([^)]*\)", lambda m: re.sub(r"[^\n]", " ", m.group()), text, flags=re.S)
 
@@ -354,8 +371,10 @@ def first_use_problems(lang: str) -> list[str]:
                     first = stem
                     if not glossed:
                         after = hidden[at : at + len(english) + 8]
-                        found.append(f"{stem}: first use of {term} in the course should read {term}（{english}）, "
-                                     f"found {term}{after[:12]!r}")  # fmt: skip
+                        found.append(
+                            f"{stem}: first use of {term} in the course should read {term}（{english}）, "
+                            f"found {term}{after[:12]!r}"
+                        )
                 elif glossed:
                     found.append(f"{stem}: {term} is glossed again (first used in {first}); gloss only its first use")
     return found

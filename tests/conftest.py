@@ -13,9 +13,17 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # A model small enough to build and run in milliseconds, with the course's real code paths.
 TINY = dict(
-    img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4,
-    decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0,
-)  # fmt: skip
+    img_size=16,
+    patch_size=4,
+    in_chans=3,
+    embed_dim=32,
+    depth=2,
+    num_heads=4,
+    decoder_embed_dim=16,
+    decoder_depth=1,
+    decoder_num_heads=2,
+    mlp_ratio=2.0,
+)
 
 
 # The same small model as constructor overrides of a registry model (for configs and commands).
@@ -53,9 +61,20 @@ def tiny_model():
 
 def _official_keys(depth: int, decoder_depth: int) -> list[str]:
     """The key list of the official MAE state_dict, written from its documented layout."""
-    block = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
-             "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
-             "mlp.fc2.weight", "mlp.fc2.bias"]  # fmt: skip
+    block = [
+        "norm1.weight",
+        "norm1.bias",
+        "attn.qkv.weight",
+        "attn.qkv.bias",
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    ]
     keys = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
     keys += [f"blocks.{i}.{k}" for i in range(depth) for k in block]
     keys += [

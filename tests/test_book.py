@@ -289,12 +289,21 @@ def test_a_local_image_is_copied_onto_the_site_not_linked_to_github(repository, 
     assert (tmp_path / "src" / "_repository" / "solutions" / "figures" / "fig.png").read_bytes() == PNG
 
 
-@pytest.mark.parametrize("markdown, complaint", [
-    ("![gone](figures/missing.png)", "solutions/99_tiny.ipynb: broken image figures/missing.png"),
-    ("[gone](../mae_course/no_such_module.py)", "solutions/99_tiny.ipynb: broken link ../mae_course/no_such_module.py"),
-    ("[gone](98_no_such_lesson.ipynb#top)", "solutions/99_tiny.ipynb: broken link 98_no_such_lesson.ipynb#top"),
-    ("![outside](../../etc/hostname)", "solutions/99_tiny.ipynb: broken image ../../etc/hostname (outside the repository)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "markdown, complaint",
+    [
+        ("![gone](figures/missing.png)", "solutions/99_tiny.ipynb: broken image figures/missing.png"),
+        (
+            "[gone](../mae_course/no_such_module.py)",
+            "solutions/99_tiny.ipynb: broken link ../mae_course/no_such_module.py",
+        ),
+        ("[gone](98_no_such_lesson.ipynb#top)", "solutions/99_tiny.ipynb: broken link 98_no_such_lesson.ipynb#top"),
+        (
+            "![outside](../../etc/hostname)",
+            "solutions/99_tiny.ipynb: broken image ../../etc/hostname (outside the repository)",
+        ),
+    ],
+)
 def test_a_missing_image_or_linked_file_stops_the_build(repository, tmp_path, markdown, complaint):
     lesson = repository(markdown)
     with pytest.raises(SystemExit, match=re.escape(complaint)):

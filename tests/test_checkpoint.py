@@ -206,8 +206,11 @@ def test_weights_of_another_kind_of_number_are_refused_not_cast(tiny_model, dtyp
     sd = model.state_dict()
     weight = sd["blocks.0.mlp.fc1.weight"]
     sd["blocks.0.mlp.fc1.weight"] = weight.to(dtype)
-    with pytest.raises(CheckpointError, match=rf"wrong dtype: blocks.0.mlp.fc1.weight \(checkpoint {dtype}, model "
-                                              r"torch.float32; weights are float16, bfloat16, float32 or float64\)"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=rf"wrong dtype: blocks.0.mlp.fc1.weight \(checkpoint {dtype}, model "
+        r"torch.float32; weights are float16, bfloat16, float32 or float64\)",
+    ):
         load_weights(model, sd)
     for fine in (torch.float16, torch.bfloat16, torch.float64):
         load_weights(model, {**sd, "blocks.0.mlp.fc1.weight": weight.to(fine)})

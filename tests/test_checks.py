@@ -91,8 +91,19 @@ def masking_ignoring_the_noise(x, mask_ratio, noise=None):
     return M.random_masking(x, mask_ratio, noise=None)  # draws its own, whatever it is given
 
 
-def _masking(x, mask_ratio, noise=None, *, keep=None, descending=False, invert=False, unshuffle_mask=True,
-             return_shuffle=False, sort_kept=False, shared_noise=False):  # fmt: skip
+def _masking(
+    x,
+    mask_ratio,
+    noise=None,
+    *,
+    keep=None,
+    descending=False,
+    invert=False,
+    unshuffle_mask=True,
+    return_shuffle=False,
+    sort_kept=False,
+    shared_noise=False,
+):
     n, length, d = x.shape
     len_keep = int(length * (1 - mask_ratio)) if keep is None else keep(length, mask_ratio)
     if noise is None:
@@ -216,8 +227,16 @@ def attention_weights_only(q, k, v):
 # ---------------------------------------------------------------------------- Transformer block
 
 
-def block_with(post_norm=False, attn_residual=True, mlp_residual=True, hidden=None, act=nn.GELU, eps=1e-6,
-               reuse_norm1=False, sequential=True):  # fmt: skip
+def block_with(
+    post_norm=False,
+    attn_residual=True,
+    mlp_residual=True,
+    hidden=None,
+    act=nn.GELU,
+    eps=1e-6,
+    reuse_norm1=False,
+    sequential=True,
+):
     """A learner's TransformerBlock class with one of the usual mistakes."""
 
     class LearnersBlock(nn.Module):
@@ -286,8 +305,9 @@ def lr_linear_decay(step, total_steps, warmup_steps, lr, min_lr=0.0):
 # ---------------------------------------------------------------------------- an epoch of steps
 
 
-def epoch_with(lr_index=lambda first, i: first + i, set_each_step=True, zero_grad=True, pass_ratio=True,
-               as_tensor=False):  # fmt: skip
+def epoch_with(
+    lr_index=lambda first, i: first + i, set_each_step=True, zero_grad=True, pass_ratio=True, as_tensor=False
+):
     """train_epoch with one realistic mistake: which step's lr, how often it is set, zero_grad, mask_ratio."""
 
     def train_epoch_variant(model, optimizer, batches, lr_of, first_step=0, mask_ratio=0.75):
@@ -519,8 +539,14 @@ def plan_lr_from_one_step(target, per_gpu, gpus, blr):
     return target // (per_gpu * gpus), blr * per_gpu * gpus / 256
 
 
-def share_with(seed_of=lambda seed, epoch, rank: seed + epoch, pad=True, strided=True, shuffle=True, global_rng=False,
-               pad_from_end=False):  # fmt: skip
+def share_with(
+    seed_of=lambda seed, epoch, rank: seed + epoch,
+    pad=True,
+    strided=True,
+    shuffle=True,
+    global_rng=False,
+    pad_from_end=False,
+):
     """rank_indices with one classic mistake."""
 
     def share(size, rank, world, epoch, seed=0):
@@ -853,18 +879,42 @@ def test_crash_in_learner_code_names_the_case():
 
 # The same mistakes, in a Chinese lesson (``MAE_COURSE_LANG=zh``): the exact Chinese messages.
 CHINESE = [
-    ("check_random_masking", masking_with(invert=True), "random_masking：掩码在保留的标记处为 1；约定是 1 = 移除，0 = 保留"),
-    ("check_patchify", patchify_channel_first, "patchify：图像块向量的顺序是（通道，行，列）；应为（行，列，通道）。自己看一看："
-     "patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, 0] 应为 [0, 16, 1, 17, 4, 20, 5, 21]"),
-    ("check_masked_mse_loss", loss_all_patches, "masked_mse_loss 对所有图像块取了平均；只有被移除的图像块（mask == 1）才计入"),
-    ("check_lr_schedule", lr_no_warmup, "lr_at：没有预热：学习率必须在预热步数内从 0 线性上升（首次出现在第 0 步，"
-     "total_steps=100、warmup_steps=10、lr=0.001、min_lr=0.0）"),
-    ("check_batch_plan", plan_forgets_gpus, "batch_plan：accum_iter 64 忘了 GPU 的数量（输入：目标 4096、每个 GPU 64、"
-     "8 个 GPU、blr 0.00015）：每一步处理 64 x 8 张图像"),
-    ("check_iou_per_class", iou_with(lambda tp, t, p: t + p - tp, absent=0.0), "iou_per_class：类别 3 既不存在也未被预测，"
-     "它的 IoU 却是 0（输入：一个 5 类的矩阵，其中类别 3 既不存在也从未被预测）；没有东西可度量时它必须是 NaN，"
-     "这样平均 IoU 才会把它排除在外（0 会拉低平均值，1 会抬高它）"),
-]  # fmt: skip
+    (
+        "check_random_masking",
+        masking_with(invert=True),
+        "random_masking：掩码在保留的标记处为 1；约定是 1 = 移除，0 = 保留",
+    ),
+    (
+        "check_patchify",
+        patchify_channel_first,
+        "patchify：图像块向量的顺序是（通道，行，列）；应为（行，列，通道）。自己看一看："
+        "patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, 0] 应为 [0, 16, 1, 17, 4, 20, 5, 21]",
+    ),
+    (
+        "check_masked_mse_loss",
+        loss_all_patches,
+        "masked_mse_loss 对所有图像块取了平均；只有被移除的图像块（mask == 1）才计入",
+    ),
+    (
+        "check_lr_schedule",
+        lr_no_warmup,
+        "lr_at：没有预热：学习率必须在预热步数内从 0 线性上升（首次出现在第 0 步，"
+        "total_steps=100、warmup_steps=10、lr=0.001、min_lr=0.0）",
+    ),
+    (
+        "check_batch_plan",
+        plan_forgets_gpus,
+        "batch_plan：accum_iter 64 忘了 GPU 的数量（输入：目标 4096、每个 GPU 64、"
+        "8 个 GPU、blr 0.00015）：每一步处理 64 x 8 张图像",
+    ),
+    (
+        "check_iou_per_class",
+        iou_with(lambda tp, t, p: t + p - tp, absent=0.0),
+        "iou_per_class：类别 3 既不存在也未被预测，"
+        "它的 IoU 却是 0（输入：一个 5 类的矩阵，其中类别 3 既不存在也从未被预测）；没有东西可度量时它必须是 NaN，"
+        "这样平均 IoU 才会把它排除在外（0 会拉低平均值，1 会抬高它）",
+    ),
+]
 
 
 @pytest.fixture
@@ -885,8 +935,11 @@ def test_a_crash_and_the_verdicts_in_chinese(chinese, capsys):
     def broken(imgs, p):
         return imgs.view(-1, 7, 7)
 
-    with pytest.raises(C.CheckFailed, match=r"^patchify 抛出了 RuntimeError（输入：形状为 \(2, 3, 8, 8\)、patch_size=4 的图像），"
-                       r"位于 `return imgs.view\(-1, 7, 7\)`（broken 的第 \d+ 行）：shape '\[-1, 7, 7\]' is invalid"):  # fmt: skip
+    with pytest.raises(
+        C.CheckFailed,
+        match=r"^patchify 抛出了 RuntimeError（输入：形状为 \(2, 3, 8, 8\)、patch_size=4 的图像），"
+        r"位于 `return imgs.view\(-1, 7, 7\)`（broken 的第 \d+ 行）：shape '\[-1, 7, 7\]' is invalid",
+    ):
         C.check_patchify(broken)
     C.check_patchify(M.patchify)
     C.check_patchify(lambda imgs, p: (_ for _ in ()).throw(NotImplementedError(C.STUB_MARKER)))

@@ -227,8 +227,9 @@ def test_one_class_or_mismatched_classes_are_refused(tmp_path, image_folder, cap
 
 
 def test_validation_every_few_epochs_and_always_at_the_end(tmp_path, mini_mae_checkpoint):
-    cfg = LinprobeConfig(output_dir=str(tmp_path / "p"), checkpoint=str(mini_mae_checkpoint), val_every=2,
-                         **{**FAST, "epochs": 5})  # fmt: skip
+    cfg = LinprobeConfig(
+        output_dir=str(tmp_path / "p"), checkpoint=str(mini_mae_checkpoint), val_every=2, **{**FAST, "epochs": 5}
+    )
     summary = linprobe(cfg)
     epochs = [
         json.loads(line) for line in (tmp_path / "p" / "log.jsonl").read_text().splitlines() if '"train_loss"' in line

@@ -6,8 +6,18 @@ import pytest
 
 from mae_course.cli import main
 
-FAST = ["--subset", "64", "--batch-size", "32", "--epochs", "1", "--vis-images", "1",
-        "--model-overrides", '{"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}']  # fmt: skip
+FAST = [
+    "--subset",
+    "64",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "1",
+    "--vis-images",
+    "1",
+    "--model-overrides",
+    '{"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}',
+]
 
 
 def run_main(capsys, *args):
@@ -55,8 +65,10 @@ def test_a_run_from_the_command_line(tmp_path, capsys):
 def test_module_entry_point_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mae_course", "pretrain", "--image-size", "30", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -84,12 +96,29 @@ def test_each_bench_option_reaches_the_suites_that_take_it_and_the_rest_keep_the
     assert {f.name for f in fields(BenchConfig)} - taken == {"suite", "models", "batch_sizes", "output"}
     for suite in SUITES.values():
         assert set(suite.options) <= {f.name for f in fields(suite.config)}
-    e2e = BenchConfig(suite="e2e", models=("mae_vit_mini_patch4_32",), batch_sizes=(3,), steps=7, num_workers=1,
-                      image_size=32, generate=5).suite_config()  # fmt: skip
+    e2e = BenchConfig(
+        suite="e2e",
+        models=("mae_vit_mini_patch4_32",),
+        batch_sizes=(3,),
+        steps=7,
+        num_workers=1,
+        image_size=32,
+        generate=5,
+    ).suite_config()
     assert (e2e.model, e2e.batch_size, e2e.steps, e2e.warmup, e2e.num_workers, e2e.generate) == (
-        "mae_vit_mini_patch4_32", 3, 7, 5, 1, 5)  # fmt: skip
+        "mae_vit_mini_patch4_32",
+        3,
+        7,
+        5,
+        1,
+        5,
+    )
     table2 = BenchConfig(suite="table2", warmup=0).suite_config()
     assert (table2.model, table2.batch_size, table2.steps, table2.warmup) == ("mae_vit_large_patch16", 2, 3, 0)
     model = BenchConfig(suite="model", batch_sizes=(8, 16), tf32=False).suite_config()
     assert (model.models, model.batch_sizes, model.steps, model.tf32) == (
-        ("mae_vit_base_patch16", "mae_vit_large_patch16"), (8, 16), 20, False)  # fmt: skip
+        ("mae_vit_base_patch16", "mae_vit_large_patch16"),
+        (8, 16),
+        20,
+        False,
+    )

@@ -28,7 +28,7 @@ OPTIONS = {
     "sweep": "--ablation --data --data-root --device --finetune --image-size --linprobe --output-dir --pretrain --ratios --seed --stages --values",
     "bench": "--amp --batch-size --batch-sizes --compile --data --decoder-depths --device --generate --generate-dir --image-size --implementations --mask-ratio --model --model-overrides --models --no-compile --no-tf32 --num-workers --output --peak-tflops --pipelines --profile --steps --suite --tf32 --warmup",
     "prepare": "--overwrite --quality --short-side --skip-bad-images --workers",  # --overwrite: new (issue 12)
-}  # fmt: skip
+}
 
 
 def subparser(name: str) -> argparse.ArgumentParser:

@@ -79,8 +79,9 @@ def test_image_folder_splits_and_classes(tmp_path):
 def test_a_classifier_is_never_measured_on_its_own_training_images(tmp_path, split):
     """A folder without val/ (or without train/) used to be evaluated on itself: a silent wrong result."""
     write_images(tmp_path, folder_layout())
-    with pytest.raises(DataError, match="train has no train/ and val/ folder: a classifier trains on train/ and is "
-                       "measured on val/"):  # fmt: skip
+    with pytest.raises(
+        DataError, match="train has no train/ and val/ folder: a classifier trains on train/ and is measured on val/"
+    ):
         make_dataset(str(tmp_path / "train"), split, None)
     (tmp_path / "train").rename(tmp_path / "other")
     with pytest.raises(

@@ -103,8 +103,13 @@ def test_resume_after_a_kill_under_torchrun(tmp_path):
     run(torchrun(*args, "--output-dir", str(tmp_path / "whole")))
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(torchrun(*args, "--output-dir", str(killed)), env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        torchrun(*args, "--output-dir", str(killed)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while not (killed / "checkpoint-last.pth").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -168,8 +173,14 @@ def _draw_as_a_rank(rank: int, folder: str, pipeline: str, port: int, out: str) 
     from mae_course.train.distributed import init_runtime, shutdown
     from mae_course.train.engine import epoch_indices
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+    )
     torch.set_num_threads(1)
     rt = init_runtime("cpu")
     torch.manual_seed(0 + rt.rank)  # what pretrain() does
@@ -203,8 +214,9 @@ def test_every_rank_draws_its_own_crops_and_masks(tmp_path, pipeline="cpu"):
         path.write_bytes(picture)
     out = tmp_path / "drawn.pt"
     port = 29500 + os.getpid() % 1000 + (pipeline == "gpu")
-    mp.start_processes(_draw_as_a_rank, args=(str(tmp_path / "images"), pipeline, port, str(out)), nprocs=2,
-                       start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        _draw_as_a_rank, args=(str(tmp_path / "images"), pipeline, port, str(out)), nprocs=2, start_method="spawn"
+    )
     (imgs0, mask0), (imgs1, mask1) = torch.load(out)
     assert imgs0.shape == imgs1.shape == (4, 3, 32, 32)
     for a, b in zip(imgs0, imgs1, strict=True):

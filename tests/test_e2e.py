@@ -28,9 +28,18 @@ def test_both_pipelines_are_measured_against_the_model(tmp_path, tiny_overrides,
                 yield batch
 
     monkeypatch.setattr(e2e, "pipeline_batches", slowed)
-    cfg = EndToEndConfig(generate=32, generate_dir=str(tmp_path / "jpegs"), model="mae_vit_mini_patch4_32",
-                         model_overrides=tiny_overrides, image_size=32, batch_size=8, steps=5, warmup=1, num_workers=0,
-                         device="cpu")  # fmt: skip
+    cfg = EndToEndConfig(
+        generate=32,
+        generate_dir=str(tmp_path / "jpegs"),
+        model="mae_vit_mini_patch4_32",
+        model_overrides=tiny_overrides,
+        image_size=32,
+        batch_size=8,
+        steps=5,
+        warmup=1,
+        num_workers=0,
+        device="cpu",
+    )
     results = end_to_end(cfg)
     assert results["suite"] == "e2e"
     assert results["data"]["images"] == 32 and len(list((tmp_path / "jpegs").rglob("*.JPEG"))) == 32

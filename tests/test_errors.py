@@ -88,8 +88,10 @@ def test_a_min_lr_above_the_peak_lr_is_one_line(command, tmp_path, capsys):
     """The cosine then rose instead of decaying: the loss went from 2.2 to 48."""
     argv = [command, "--output-dir", str(tmp_path / "out"), *SMALL, "--min-lr", "10"]
     assert main(argv) == 2
-    assert re.search(r"min lr 10 is above the peak lr [\d.e-]+ \(--blr [\d.e-]+ x effective batch 32 / 256\)",
-                     one_line_error(capsys, command))  # fmt: skip
+    assert re.search(
+        r"min lr 10 is above the peak lr [\d.e-]+ \(--blr [\d.e-]+ x effective batch 32 / 256\)",
+        one_line_error(capsys, command),
+    )
     assert main([*argv, "--lr", "0.001"]) == 2
     assert "min lr 10 is above the peak lr 0.001 (--lr)" in one_line_error(capsys, command)
     assert not (tmp_path / "out").exists()
@@ -115,8 +117,23 @@ def test_a_disk_that_fills_up_inside_torch_save_is_one_line(tmp_path, capsys, mo
         return open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(safe_files, "open", filling_up, raising=False)
-    args = ["pretrain", "--output-dir", str(tmp_path), "--subset", "32", "--batch-size", "32", "--epochs", "3",
-            "--model-overrides", TINY, "--vis-images", "0", "--device", "cpu"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--output-dir",
+        str(tmp_path),
+        "--subset",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--model-overrides",
+        TINY,
+        "--vis-images",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     assert f"{tmp_path / 'checkpoint-last.pth'}: No space left on device" in one_line_error(capsys, "pretrain")
     assert load_checkpoint(tmp_path / "checkpoint-last.pth")["epoch"] == 1  # the old one, intact
@@ -124,8 +141,23 @@ def test_a_disk_that_fills_up_inside_torch_save_is_one_line(tmp_path, capsys, mo
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
-    args = ["pretrain", "--output-dir", str(tmp_path), "--subset", "64", "--batch-size", "32", "--epochs", "3",
-            "--model-overrides", TINY, "--vis-images", "0", "--device", "cpu"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--output-dir",
+        str(tmp_path),
+        "--subset",
+        "64",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--model-overrides",
+        TINY,
+        "--vis-images",
+        "0",
+        "--device",
+        "cpu",
+    ]
     real_save, saves = torch.save, []
 
     def disk_fills_up(obj, f, *a, **kw):
@@ -145,17 +177,35 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
     "args, message",
     [
         (["pretrain", "--model-overrides", '{"patch_size": 0}'], "patch_size must be a positive integer, got 0"),
-        (["pretrain", "--model-overrides", '{"decoder_depth": -1}'], "decoder_depth must be a positive integer, got -1"),
+        (
+            ["pretrain", "--model-overrides", '{"decoder_depth": -1}'],
+            "decoder_depth must be a positive integer, got -1",
+        ),
         (["pretrain", "--model-overrides", '{"mlp_ratio": "x"}'], "mlp_ratio must be a positive number, got 'x'"),
         (["pretrain", "--model-overrides", '{"img_size": 64}'], "set img_size with --image-size"),
         (["finetune", "--mixup", "nan"], "mixup must be a finite number, got nan"),
         (["pretrain", "--blr", "inf"], "blr must be a finite number, got inf"),
         (["bench", "--mask-ratio", "1.5"], "mask ratio must be between 0 and 1"),
-        *[(["bench", "--suite", suite, "--models", "mae_vit_mini_patch4_32", "--mask-ratio", "0.99999"],
-           "mask_ratio 0.99999 keeps no token out of") for suite in ("table2", "model", "e2e")],
+        *[
+            (
+                ["bench", "--suite", suite, "--models", "mae_vit_mini_patch4_32", "--mask-ratio", "0.99999"],
+                "mask_ratio 0.99999 keeps no token out of",
+            )
+            for suite in ("table2", "model", "e2e")
+        ],
         (["bench", "--model-overrides", '{"depthh": 2}'], "unknown setting 'depthh'"),
-        (["bench", "--suite", "model", "--models", "mae_vit_mini_patch4_32", "--model-overrides", '{"num_heads": 5}'],
-         "embed_dim=128 is not divisible by num_heads=5"),
+        (
+            [
+                "bench",
+                "--suite",
+                "model",
+                "--models",
+                "mae_vit_mini_patch4_32",
+                "--model-overrides",
+                '{"num_heads": 5}',
+            ],
+            "embed_dim=128 is not divisible by num_heads=5",
+        ),
         (["bench", "--output", "{tmp}"], "is a folder; give the path of a JSON file"),
         (["bench", "--output", "{tmp}/a_file/results.json"], "a_file is a file, not a folder"),
         (["evaluate", "--only", "nosuch"], "--only names no planned run: nosuch; the runs are linprobe, finetune"),
@@ -166,11 +216,16 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
         (["pretrain", "--image-size", "100000"], "image size must be at most 4096 pixels, got 100000"),
         (["linprobe", "--image-size", "100000"], "image size must be at most 4096 pixels, got 100000"),
         (["pretrain", "--vis-images", "100000"], "vis images must be from 0 to 64, got 100000"),
-        (["pretrain", "--model-overrides", '{"embed_dim": 1099511627776}'],
-         "model setting embed_dim must be at most 16384, got 1099511627776"),
-        (["pretrain", "--image-size", "2048"], "image size 2048 with patch size 4 makes 262144 patches, more than 65536"),
+        (
+            ["pretrain", "--model-overrides", '{"embed_dim": 1099511627776}'],
+            "model setting embed_dim must be at most 16384, got 1099511627776",
+        ),
+        (
+            ["pretrain", "--image-size", "2048"],
+            "image size 2048 with patch size 4 makes 262144 patches, more than 65536",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_values_are_one_line(args, message, tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -187,8 +242,25 @@ def test_a_bad_image_in_a_loader_worker_is_one_line(tmp_path, capsys, image_fold
     """The worker's 15-line traceback used to be the message."""
     folder = image_folder(per_class=8, size=(40, 40))
     (folder / "train" / "cat" / "cat_3.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    args = ["pretrain", "--data", str(folder), "--image-size", "16", "--batch-size", "4", "--epochs", "1",
-            "--num-workers", "2", "--model-overrides", TINY, "--output-dir", str(tmp_path / "run"), "--device", "cpu"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--data",
+        str(folder),
+        "--image-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--num-workers",
+        "2",
+        "--model-overrides",
+        TINY,
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     err = one_line_error(capsys, "pretrain")
     assert "cannot read image" in err and "cat_3.jpg" in err and "DataLoader worker" not in err
@@ -198,8 +270,16 @@ def test_a_bad_image_in_a_loader_worker_is_one_line(tmp_path, capsys, image_fold
 def test_a_decompression_bomb_is_an_unreadable_image(tmp_path, pipeline, image_folder):
     folder = image_folder(per_class=8, size=(40, 40))
     bomb_png(folder / "train" / "dog" / "dog_bomb.png")
-    cfg = dict(data=str(folder), image_size=16, batch_size=4, epochs=1, model_overrides=dict(TINY_OVERRIDES),
-               vis_images=0, device="cpu", data_pipeline=pipeline)  # fmt: skip
+    cfg = dict(
+        data=str(folder),
+        image_size=16,
+        batch_size=4,
+        epochs=1,
+        model_overrides=dict(TINY_OVERRIDES),
+        vis_images=0,
+        device="cpu",
+        data_pipeline=pipeline,
+    )
     with pytest.raises(DataError, match="dog_bomb.png.*(decompression bomb|20000 x 20000)"):
         pretrain(PretrainConfig(output_dir=str(tmp_path / "a"), **cfg))
     pretrain(PretrainConfig(output_dir=str(tmp_path / "b"), skip_bad_images=True, **cfg))
@@ -215,8 +295,19 @@ def test_skipping_covers_the_figure_batch_and_counts_each_file_once(tmp_path, im
     folder = image_folder(per_class=8, size=(40, 40))
     for split in ("train", "val"):
         (folder / split / "cat" / "cat_0.jpg").write_bytes(b"garbage")  # the first image of each split
-    pretrain(PretrainConfig(output_dir=str(tmp_path / "run"), data=str(folder), image_size=16, batch_size=4, epochs=2,
-                            model_overrides=dict(TINY_OVERRIDES), vis_images=2, skip_bad_images=True, device="cpu"))  # fmt: skip
+    pretrain(
+        PretrainConfig(
+            output_dir=str(tmp_path / "run"),
+            data=str(folder),
+            image_size=16,
+            batch_size=4,
+            epochs=2,
+            model_overrides=dict(TINY_OVERRIDES),
+            vis_images=2,
+            skip_bad_images=True,
+            device="cpu",
+        )
+    )
     epochs = [
         json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "train_loss" in line
     ]
@@ -281,8 +372,17 @@ def test_workers_are_this_process_s_share_of_the_cores_under_torchrun(monkeypatc
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    pretrain(PretrainConfig(output_dir=str(out), subset=64, batch_size=32, epochs=1,
-                            model_overrides=dict(TINY_OVERRIDES), vis_images=0, device="cpu"))  # fmt: skip
+    pretrain(
+        PretrainConfig(
+            output_dir=str(out),
+            subset=64,
+            batch_size=32,
+            epochs=1,
+            model_overrides=dict(TINY_OVERRIDES),
+            vis_images=0,
+            device="cpu",
+        )
+    )
     return out
 
 
@@ -305,8 +405,19 @@ def test_a_crafted_checkpoint_is_one_line_when_resumed(change, finished_run, tmp
     ckpt = crafted(load_checkpoint(finished_run / "checkpoint-last.pth"), change)
     (tmp_path / "run").mkdir()
     torch.save(ckpt, tmp_path / "run" / "checkpoint-last.pth")
-    args = ["pretrain", "--output-dir", str(tmp_path / "run"), "--resume", *SMALL[:4], "--epochs", "2",
-            "--model-overrides", TINY, "--device", "cpu"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--resume",
+        *SMALL[:4],
+        "--epochs",
+        "2",
+        "--model-overrides",
+        TINY,
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     assert "checkpoint" in one_line_error(capsys, "pretrain")
 
@@ -320,8 +431,19 @@ def test_damaged_bytes_inside_a_checkpoint_are_one_line_not_a_nan_loss(finished_
     at = data.find(weights.numpy().tobytes()[:256])
     data[at + 64 : at + 72] = os.urandom(8)
     path.write_bytes(data)
-    args = ["pretrain", "--output-dir", str(tmp_path / "run"), "--resume", *SMALL[:4], "--epochs", "2",
-            "--model-overrides", TINY, "--device", "cpu"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--resume",
+        *SMALL[:4],
+        "--epochs",
+        "2",
+        "--model-overrides",
+        TINY,
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     assert f"{path} is damaged: its part " in one_line_error(capsys, "pretrain")
 
@@ -368,8 +490,12 @@ def test_a_crafted_model_config_is_refused_before_a_model_is_built(change, messa
         assert f"{path} holds a model config that " in one_line_error(capsys, command)
     segmenter = tmp_path / "segmenter.safetensors"
     encoder = {k: v for k, v in mini.items() if not k.startswith("decoder")}
-    save_weights({"w": torch.zeros(1)}, {"classifier": {**encoder, "num_classes": 3, "task": "segmentation"}},
-                 segmenter, config_json=False)  # fmt: skip
+    save_weights(
+        {"w": torch.zeros(1)},
+        {"classifier": {**encoder, "num_classes": 3, "task": "segmentation"}},
+        segmenter,
+        config_json=False,
+    )
     with pytest.raises(CheckpointError, match=f"{segmenter} holds a model config that .*{re.escape(message)}"):
         load_segmenter(str(segmenter))
 

@@ -55,8 +55,23 @@ def test_evaluate_writes_results_and_does_not_redo_finished_runs(tmp_path, mini_
 
 
 def test_evaluate_from_the_command_line(tmp_path, mini_mae_checkpoint, capsys):
-    code = main(["evaluate", "--checkpoint", str(mini_mae_checkpoint), "--output-dir", str(tmp_path), "--subset", "128", "--val-subset", "100",
-                 "--only", "linprobe", "--linprobe", json.dumps(ONE_EPOCH)])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(mini_mae_checkpoint),
+            "--output-dir",
+            str(tmp_path),
+            "--subset",
+            "128",
+            "--val-subset",
+            "100",
+            "--only",
+            "linprobe",
+            "--linprobe",
+            json.dumps(ONE_EPOCH),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "linprobe " in out and "results:" in out
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pth"), "--output-dir", str(tmp_path / "x")]) == 2
@@ -69,8 +84,13 @@ def test_evaluate_refuses_to_mix_two_evaluations_in_one_folder(tmp_path, mini_ma
 
     from mae_course.errors import ConfigError
 
-    cfg = EvaluationConfig(checkpoint=str(mini_mae_checkpoint), output_dir=str(tmp_path / "eval"), only=("linprobe",),
-                           linprobe=ONE_EPOCH, **QUICK)  # fmt: skip
+    cfg = EvaluationConfig(
+        checkpoint=str(mini_mae_checkpoint),
+        output_dir=str(tmp_path / "eval"),
+        only=("linprobe",),
+        linprobe=ONE_EPOCH,
+        **QUICK,
+    )
     evaluate_encoder(cfg)
     other = tmp_path / "other.pth"
     shutil.copyfile(mini_mae_checkpoint, other)
@@ -96,7 +116,12 @@ def test_the_results_figure_names_runs_in_words():
     marks = {line.get_label(): list(line.get_ydata()) for line in fig.axes[1].lines}
     assert marks["last block tuned, 15 epochs"] == [longer["runs"]["partial_1"]["top1"]]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert labels[:5] == ["linear probe, random encoder", "linear probe", "last block's MLP tuned", "from scratch",
-                          "fine-tuning"]  # fmt: skip
+    assert labels[:5] == [
+        "linear probe, random encoder",
+        "linear probe",
+        "last block's MLP tuned",
+        "from scratch",
+        "fine-tuning",
+    ]
     assert "last block tuned" in labels and "last 2 blocks tuned" in labels
     assert not any("_" in label for label in labels)

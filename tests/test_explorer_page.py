@@ -25,8 +25,15 @@ from mae_course.seeing.explorer import error_scale, normalized_image  # noqa: E4
 from mae_course.seeing.reconstruction import predictions_to_pixels, reconstruct  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SPHINX_ZH_SEARCH_BUG = "ChineseStemmer is not defined"
 REPORT: dict[str, float] = {}  # the figures this module measures, printed at its end
 
@@ -135,7 +142,9 @@ def test_the_page_predicts_what_pytorch_predicts_for_the_same_noise(explorer, me
     with torch.no_grad():
         _, pred, mask = model(imgs, ratio, noise)
     difference = (torch.tensor(got["pred"]).view(1, 64, 48) - pred).abs().max().item()
-    REPORT["largest |browser - PyTorch| of a prediction"] = max(REPORT.get("largest |browser - PyTorch| of a prediction", 0), difference)  # fmt: skip
+    REPORT["largest |browser - PyTorch| of a prediction"] = max(
+        REPORT.get("largest |browser - PyTorch| of a prediction", 0), difference
+    )
     assert difference < 1e-3
     assert got["mask"] == mask[0].tolist()
 

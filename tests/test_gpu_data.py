@@ -185,7 +185,7 @@ def test_device_batches_keep_the_labels_of_the_kept_images(with_corrupt):
     dataset = EncodedImageFolder(root, skip_bad_images=True)
     transform = GpuPretrainTransform(32, skip_bad_images=True)
     seen = list(device_batches(encoded_loader(dataset, batch_size=8), transform, "cpu"))
-    (images, labels), = seen  # fmt: skip
+    ((images, labels),) = seen
     good_labels = [label for path, label in dataset.samples if path != bad]
     assert images.shape == (7, 3, 32, 32) and labels.tolist() == good_labels and transform.skipped == 1
 
@@ -206,8 +206,11 @@ def square_crop_mean_area(low: float = 0.2, ratio: float = 4 / 3) -> float:
 
 def sampled(sizes, draws, seed=1, **settings):
     """``draws`` crop boxes for each (height, width) of ``sizes``, as plain tuples per size."""
-    boxes = sample_crops(torch.tensor([size for size in sizes for _ in range(draws)]),
-                         generator=torch.Generator().manual_seed(seed), **settings)  # fmt: skip
+    boxes = sample_crops(
+        torch.tensor([size for size in sizes for _ in range(draws)]),
+        generator=torch.Generator().manual_seed(seed),
+        **settings,
+    )
     rows = list(zip(*(t.tolist() for t in boxes), strict=True))
     return [rows[k * draws : (k + 1) * draws] for k in range(len(sizes))]
 
@@ -236,9 +239,11 @@ def test_crop_boxes_follow_torchvision_sampler():
         for ours, theirs in (
             (area, torch.tensor([h * w / (height * width) for _, _, h, w in direct])),
             (log_ratio, torch.tensor([math.log(w / h) for _, _, h, w in direct])),
-            (torch.tensor([top / max(1, height - h) for top, _, h, _, _ in boxes]),  # where the box sits
-             torch.tensor([top / max(1, height - h) for top, _, h, _ in direct])),
-        ):  # fmt: skip
+            (
+                torch.tensor([top / max(1, height - h) for top, _, h, _, _ in boxes]),  # where the box sits
+                torch.tensor([top / max(1, height - h) for top, _, h, _ in direct]),
+            ),
+        ):
             se = math.sqrt(ours.var() / draws + theirs.var() / draws)
             assert abs(ours.mean() - theirs.mean()) < 5 * se, (width, height, ours.mean(), theirs.mean())
         if width == height:  # from first principles, see square_crop_mean_area
@@ -270,9 +275,9 @@ def per_image_reference(images, boxes, size, interpolation=InterpolationMode.BIC
 
 
 @pytest.mark.parametrize(
-    "interpolation, dtype, differ", [("bicubic", torch.float32, 0.01), ("bilinear", torch.float32, 0.01),
-                                     ("bicubic", torch.float16, 0.1)],
-)  # fmt: skip
+    "interpolation, dtype, differ",
+    [("bicubic", torch.float32, 0.01), ("bilinear", torch.float32, 0.01), ("bicubic", torch.float16, 0.1)],
+)
 def test_the_batched_crop_equals_torchvision_image_by_image(folder, interpolation, dtype, differ):
     """Two matrix products per batch give torchvision's antialiased resized_crop of each uint8 image (the
     CPU pipeline): both passes end in whole grey levels clipped to 0-255, as a uint8 image does, but
@@ -331,12 +336,14 @@ def test_for_the_same_box_the_pixels_of_the_cpu_pipeline(folder):
     """The GPU path normalizes like the CPU pipeline (the same /255 and ImageNet constants): with the crop
     of the whole image and no flip, its output is pretrain_transform's to one grey level."""
     size = 64
-    reference = v2.Compose([
-        v2.ToImage(),
-        v2.Resize((size, size), interpolation=InterpolationMode.BICUBIC, antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])  # fmt: skip
+    reference = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((size, size), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     transform = GpuPretrainTransform(size)
     dataset = EncodedImageFolder(folder)
     tolerance = 1 / 255 / min(IMAGENET_STD) + 1e-6

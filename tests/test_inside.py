@@ -39,8 +39,12 @@ def test_cls_attention_is_what_the_last_block_computes(vit):
     weights = cls_attention(vit, imgs, include_cls=True)  # (N, heads, 1 + L)
     assert weights.shape == (2, 3, 17) and torch.allclose(weights.sum(-1), torch.ones(2, 3), atol=1e-6)
     block = vit.blocks[-1]
-    x = vit.blocks[0](torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(2, -1, -1),
-                                 vit.patch_embed(imgs) + vit.pos_embed[:, 1:]], dim=1))  # fmt: skip
+    x = vit.blocks[0](
+        torch.cat(
+            [(vit.cls_token + vit.pos_embed[:, :1]).expand(2, -1, -1), vit.patch_embed(imgs) + vit.pos_embed[:, 1:]],
+            dim=1,
+        )
+    )
     with torch.no_grad():
         _, _, v = rearrange(block.attn.qkv(block.norm1(x)), "n t (three h d) -> three n h t d", three=3, h=3)
         mine = block.attn.proj(rearrange(weights.unsqueeze(2) @ v, "n h t d -> n t (h d)"))
@@ -89,8 +93,15 @@ def test_neighbour_agreement_separates_grouped_from_random_features():
 
 def test_load_encoder_from_an_mae_a_classifier_or_random_weights(tmp_path):
     torch.manual_seed(0)
-    mae = build_model("mae_vit_mini_patch4_32", embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16,
-                      decoder_depth=1, decoder_num_heads=2)  # fmt: skip
+    mae = build_model(
+        "mae_vit_mini_patch4_32",
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     atomic_save({"model": mae.state_dict(), "config": {"model": mae.config}}, tmp_path / "mae.pth")
     encoder = load_encoder(tmp_path / "mae.pth")
     assert torch.equal(encoder.blocks[1].mlp.fc2.weight, mae.blocks[1].mlp.fc2.weight) and not encoder.training

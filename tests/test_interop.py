@@ -23,8 +23,18 @@ from mae_course.model.vit import load_mae_encoder, vit_from_mae
 pytest.importorskip("transformers")
 
 # Not in the registry: one channel, a 6x6 grid, MLP ratio 2.
-CUSTOM = dict(img_size=24, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2,
-              decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0)  # fmt: skip
+CUSTOM = dict(
+    img_size=24,
+    patch_size=4,
+    in_chans=1,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dim=16,
+    decoder_depth=1,
+    decoder_num_heads=2,
+    mlp_ratio=2.0,
+)
 
 
 def custom_model(**overrides) -> MaskedAutoencoder:
@@ -70,8 +80,9 @@ def test_ours_to_transformers_and_back_is_the_same_model(make):
 
 
 @pytest.mark.parametrize("norm_pix_loss", [False, True])
-@pytest.mark.parametrize("make", [lambda **kw: build_model("mae_vit_tiny_patch4_32", **kw), custom_model],
-                         ids=["tiny", "custom"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make", [lambda **kw: build_model("mae_vit_tiny_patch4_32", **kw), custom_model], ids=["tiny", "custom"]
+)
 def test_transformers_computes_our_loss_and_predictions(make, norm_pix_loss):
     torch.manual_seed(0)
     ours = make(norm_pix_loss=norm_pix_loss).eval()
@@ -172,9 +183,13 @@ def test_the_hub_base_config_is_our_base_model():
 
 @pytest.mark.parametrize(
     "change, complaint",
-    [({"hidden_act": "gelu_new"}, "hidden_act 'gelu_new'"), ({"layer_norm_eps": 1e-5}, "layer_norm_eps 1e-05"),
-     ({"qkv_bias": False}, "qkv_bias False"), ({"decoder_intermediate_size": 40}, "MLP widths")],
-)  # fmt: skip
+    [
+        ({"hidden_act": "gelu_new"}, "hidden_act 'gelu_new'"),
+        ({"layer_norm_eps": 1e-5}, "layer_norm_eps 1e-05"),
+        ({"qkv_bias": False}, "qkv_bias False"),
+        ({"decoder_intermediate_size": 40}, "MLP widths"),
+    ],
+)
 def test_what_ours_cannot_compute_is_refused_in_one_line(change, complaint):
     hf_config = transformers_config(CUSTOM)
     for key, value in change.items():
@@ -245,8 +260,16 @@ def test_timm_computes_our_classifier_logits(global_pool):
 def test_a_timm_name_with_our_architecture_builds_and_matches():
     pytest.importorskip("timm")
     torch.manual_seed(0)
-    ours = MaskedAutoencoder(img_size=224, patch_size=16, embed_dim=192, depth=12, num_heads=3,
-                             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2).eval()  # fmt: skip
+    ours = MaskedAutoencoder(
+        img_size=224,
+        patch_size=16,
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    ).eval()
     vit = to_timm(ours, "vit_tiny_patch16_224")
     imgs = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
@@ -258,8 +281,11 @@ def test_a_timm_name_with_our_architecture_builds_and_matches():
 def test_a_timm_name_of_another_architecture_is_refused():
     pytest.importorskip("timm")
     mini = build_model("mae_vit_mini_patch4_32")
-    with pytest.raises(ConfigError, match=r"timm's vit_tiny_patch16_224 is not this model's architecture: "
-                                          r"img_size 224 \(ours 32\); patch_size 16 \(ours 4\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"timm's vit_tiny_patch16_224 is not this model's architecture: "
+        r"img_size 224 \(ours 32\); patch_size 16 \(ours 4\)",
+    ):
         to_timm(mini, "vit_tiny_patch16_224")
     with pytest.raises(ConfigError, match="cannot build timm model 'no_such_vit'"):
         to_timm(mini, "no_such_vit")

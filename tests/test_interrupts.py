@@ -21,8 +21,26 @@ from mae_course.safe_files import FolderLock
 from mae_course.train.pretrain import PretrainConfig, pretrain
 from tests.conftest import TINY_OVERRIDES, recorder
 
-ARGS = ["--subset", "192", "--batch-size", "32", "--epochs", "2", "--warmup-epochs", "0.5", "--blr", "1e-2",
-        "--log-every", "1", "--vis-images", "0", "--device", "cpu", "--model-overrides", json.dumps(TINY_OVERRIDES)]  # fmt: skip
+ARGS = [
+    "--subset",
+    "192",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--warmup-epochs",
+    "0.5",
+    "--blr",
+    "1e-2",
+    "--log-every",
+    "1",
+    "--vis-images",
+    "0",
+    "--device",
+    "cpu",
+    "--model-overrides",
+    json.dumps(TINY_OVERRIDES),
+]
 
 
 def records(folder: Path, key: str) -> list:
@@ -30,8 +48,12 @@ def records(folder: Path, key: str) -> list:
 
 
 def start(folder: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mae_course", "pretrain", *ARGS, "--output-dir", str(folder), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "mae_course", "pretrain", *ARGS, "--output-dir", str(folder), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_steps(folder: Path, steps: int, proc: subprocess.Popen) -> None:
@@ -79,8 +101,17 @@ def test_ctrl_c_at_any_moment_resumes_exactly(tmp_path, reference, after_step):
 
 
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
-    cfg = PretrainConfig(output_dir=str(tmp_path / "run"), subset=192, batch_size=32, epochs=2, warmup_epochs=0.5,
-                         model_overrides=dict(TINY_OVERRIDES), log_every=1, vis_images=0, device="cpu")  # fmt: skip
+    cfg = PretrainConfig(
+        output_dir=str(tmp_path / "run"),
+        subset=192,
+        batch_size=32,
+        epochs=2,
+        warmup_epochs=0.5,
+        model_overrides=dict(TINY_OVERRIDES),
+        log_every=1,
+        vis_images=0,
+        device="cpu",
+    )
     reference, on_step = recorder()
     before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under a shell's background job
     pretrain(PretrainConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "ref")}), on_step=on_step)
@@ -102,8 +133,15 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
 
 def test_lost_final_files_are_written_when_resumed(tmp_path, capsys):
     """A run killed while writing model.safetensors resumed as 'already finished, nothing to do' and never wrote it."""
-    cfg = PretrainConfig(output_dir=str(tmp_path / "run"), subset=64, batch_size=32, epochs=1,
-                         model_overrides=dict(TINY_OVERRIDES), vis_images=2, device="cpu")  # fmt: skip
+    cfg = PretrainConfig(
+        output_dir=str(tmp_path / "run"),
+        subset=64,
+        batch_size=32,
+        epochs=1,
+        model_overrides=dict(TINY_OVERRIDES),
+        vis_images=2,
+        device="cpu",
+    )
     pretrain(cfg)
     out = tmp_path / "run"
     (out / "model.safetensors").unlink()
@@ -122,8 +160,16 @@ def test_lost_final_files_are_written_when_resumed(tmp_path, capsys):
 
 
 def test_after_a_kill_the_log_has_no_duplicate_steps(tmp_path):
-    cfg = PretrainConfig(output_dir=str(tmp_path / "run"), subset=192, batch_size=32, epochs=2,
-                         model_overrides=dict(TINY_OVERRIDES), log_every=1, vis_images=0, device="cpu")  # fmt: skip
+    cfg = PretrainConfig(
+        output_dir=str(tmp_path / "run"),
+        subset=192,
+        batch_size=32,
+        epochs=2,
+        model_overrides=dict(TINY_OVERRIDES),
+        log_every=1,
+        vis_images=0,
+        device="cpu",
+    )
     _, on_step = recorder(stop_at=9, how="kill")  # steps 7-8 logged, the checkpoint at 6
     with pytest.raises(SystemExit):
         pretrain(cfg, on_step=on_step)
@@ -149,8 +195,15 @@ def test_the_last_update_of_an_epoch_is_checked_before_saving(tmp_path, monkeypa
                 next(self.module.parameters()).fill_(float("inf"))
 
     monkeypatch.setattr(TrainStep, "update", poisoning)
-    cfg = PretrainConfig(output_dir=str(tmp_path / "run"), subset=32, batch_size=32, epochs=3,
-                         model_overrides=dict(TINY_OVERRIDES), vis_images=0, device="cpu")  # fmt: skip
+    cfg = PretrainConfig(
+        output_dir=str(tmp_path / "run"),
+        subset=32,
+        batch_size=32,
+        epochs=3,
+        model_overrides=dict(TINY_OVERRIDES),
+        vis_images=0,
+        device="cpu",
+    )
     with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite in the update of step 2 .*kept at"):
         pretrain(cfg)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint-last.pth")
@@ -209,8 +262,17 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch, i
     saved generators that had already drawn them (resumed losses off by up to 0.08, weights by 1e-2)."""
     from mae_course.model.mae import MaskedAutoencoder
 
-    cfg = PretrainConfig(output_dir=str(tmp_path / "ref"), subset=192, batch_size=32, epochs=2, warmup_epochs=0.5,
-                         model_overrides=dict(TINY_OVERRIDES), log_every=1, vis_images=0, device="cpu")  # fmt: skip
+    cfg = PretrainConfig(
+        output_dir=str(tmp_path / "ref"),
+        subset=192,
+        batch_size=32,
+        epochs=2,
+        warmup_epochs=0.5,
+        model_overrides=dict(TINY_OVERRIDES),
+        log_every=1,
+        vis_images=0,
+        device="cpu",
+    )
     reference, on_step = recorder()
     pretrain(cfg, on_step=on_step)
     real, calls = MaskedAutoencoder.forward_loss, []
@@ -239,8 +301,19 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch, i
 
 
 def tiny_run(folder: Path, **settings) -> PretrainConfig:
-    return PretrainConfig(**{"output_dir": str(folder), "subset": 64, "batch_size": 32, "epochs": 1, "log_every": 1,
-                             "model_overrides": dict(TINY_OVERRIDES), "vis_images": 0, "device": "cpu", **settings})  # fmt: skip
+    return PretrainConfig(
+        **{
+            "output_dir": str(folder),
+            "subset": 64,
+            "batch_size": 32,
+            "epochs": 1,
+            "log_every": 1,
+            "model_overrides": dict(TINY_OVERRIDES),
+            "vis_images": 0,
+            "device": "cpu",
+            **settings,
+        }
+    )
 
 
 def test_an_interrupted_overwrite_leaves_nothing_of_the_old_run(tmp_path):
@@ -297,10 +370,30 @@ def test_resuming_with_another_effective_batch_is_refused(stopped_at_step_2, tmp
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
     before = {p.name: p.read_bytes() for p in run.iterdir() if not p.name.startswith(".")}
-    argv = ["pretrain", "--output-dir", str(run), "--resume", "--subset", str(change.get("subset", 128)),
-            "--batch-size", str(change.get("batch_size", 32)), "--accum-iter", str(change.get("accum_iter", 1)),
-            "--epochs", "2", "--warmup-epochs", "0.5", "--log-every", "1", "--vis-images", "0", "--device", "cpu",
-            "--model-overrides", json.dumps(TINY_OVERRIDES)]  # fmt: skip
+    argv = [
+        "pretrain",
+        "--output-dir",
+        str(run),
+        "--resume",
+        "--subset",
+        str(change.get("subset", 128)),
+        "--batch-size",
+        str(change.get("batch_size", 32)),
+        "--accum-iter",
+        str(change.get("accum_iter", 1)),
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "0.5",
+        "--log-every",
+        "1",
+        "--vis-images",
+        "0",
+        "--device",
+        "cpu",
+        "--model-overrides",
+        json.dumps(TINY_OVERRIDES),
+    ]
     assert main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "\r" not in line]
     assert (

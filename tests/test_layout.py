@@ -107,8 +107,18 @@ def test_import_mae_course_stays_light():
 def test_the_top_level_names_the_lessons_use_keep_working():
     import mae_course
 
-    for name in ("patchify", "unpatchify", "random_masking", "build_model", "load_model", "MaskedAutoencoder",
-                 "sincos_pos_embed", "unshuffle_with_mask_tokens", "masked_mse_loss", "norm_pix_target"):  # fmt: skip
+    for name in (
+        "patchify",
+        "unpatchify",
+        "random_masking",
+        "build_model",
+        "load_model",
+        "MaskedAutoencoder",
+        "sincos_pos_embed",
+        "unshuffle_with_mask_tokens",
+        "masked_mse_loss",
+        "norm_pix_target",
+    ):
         assert callable(getattr(mae_course, name)), name
 
 

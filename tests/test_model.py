@@ -178,10 +178,26 @@ def test_sampling_strategies_in_the_model(tiny_model):
 
 def test_bad_sizes():
     with pytest.raises(ValueError, match="not divisible by the patch size 16"):
-        MaskedAutoencoder(img_size=100, patch_size=16, embed_dim=32, depth=1, num_heads=2,
-                          decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # fmt: skip
-    m = MaskedAutoencoder(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
-                          decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # fmt: skip
+        MaskedAutoencoder(
+            img_size=100,
+            patch_size=16,
+            embed_dim=32,
+            depth=1,
+            num_heads=2,
+            decoder_embed_dim=16,
+            decoder_depth=1,
+            decoder_num_heads=2,
+        )
+    m = MaskedAutoencoder(
+        img_size=16,
+        patch_size=4,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     with pytest.raises(ValueError, match="expects 16x16 images, got 32x32"):
         m(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="unknown model"):

@@ -17,9 +17,21 @@ def jpegs(tmp_path_factory):
 
 
 def run(root: Path, out: Path, pipeline: str, overrides: dict, **kw) -> list[float]:
-    cfg = PretrainConfig(data=str(root), output_dir=str(out), data_pipeline=pipeline, image_size=32,
-                         model="mae_vit_mini_patch4_32", model_overrides=overrides, batch_size=8, epochs=1,
-                         num_workers=0, log_every=1, vis_images=0, device="cpu", **kw)  # fmt: skip
+    cfg = PretrainConfig(
+        data=str(root),
+        output_dir=str(out),
+        data_pipeline=pipeline,
+        image_size=32,
+        model="mae_vit_mini_patch4_32",
+        model_overrides=overrides,
+        batch_size=8,
+        epochs=1,
+        num_workers=0,
+        log_every=1,
+        vis_images=0,
+        device="cpu",
+        **kw,
+    )
     pretrain(cfg)
     return [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "step" in r]
 
@@ -42,9 +54,20 @@ def test_the_gpu_pipeline_trains_reproducibly_and_resumes_exactly(jpegs, tmp_pat
 
     whole = run(jpegs, tmp_path / "a", "gpu", tiny_overrides)
     assert len(whole) == 3 and whole == run(jpegs, tmp_path / "b", "gpu", tiny_overrides)
-    cfg = PretrainConfig(data=str(jpegs), output_dir=str(tmp_path / "c"), data_pipeline="gpu", image_size=32,
-                         model="mae_vit_mini_patch4_32", model_overrides=tiny_overrides, batch_size=8, epochs=1,
-                         num_workers=0, log_every=1, vis_images=0, device="cpu")  # fmt: skip
+    cfg = PretrainConfig(
+        data=str(jpegs),
+        output_dir=str(tmp_path / "c"),
+        data_pipeline="gpu",
+        image_size=32,
+        model="mae_vit_mini_patch4_32",
+        model_overrides=tiny_overrides,
+        batch_size=8,
+        epochs=1,
+        num_workers=0,
+        log_every=1,
+        vis_images=0,
+        device="cpu",
+    )
     first, on_step = recorder(stop_at=1)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, on_step=on_step)
@@ -83,9 +106,21 @@ def test_with_loader_workers_a_mid_epoch_resume_is_exact(jpegs, tmp_path, tiny_o
     from tests.conftest import recorder
 
     def config(out, **kw):
-        return PretrainConfig(data=str(jpegs), output_dir=str(out), data_pipeline="cpu", image_size=32,
-                              model="mae_vit_mini_patch4_32", model_overrides=tiny_overrides, batch_size=4, epochs=2,
-                              num_workers=2, log_every=1, vis_images=0, device="cpu", **kw)  # fmt: skip
+        return PretrainConfig(
+            data=str(jpegs),
+            output_dir=str(out),
+            data_pipeline="cpu",
+            image_size=32,
+            model="mae_vit_mini_patch4_32",
+            model_overrides=tiny_overrides,
+            batch_size=4,
+            epochs=2,
+            num_workers=2,
+            log_every=1,
+            vis_images=0,
+            device="cpu",
+            **kw,
+        )
 
     whole, on_step = recorder()
     pretrain(config(tmp_path / "whole"), on_step=on_step)

@@ -80,6 +80,13 @@ def test_the_gpu_pipeline_prepared_ahead_gives_what_it_gives_in_order(tmp_path):
     assert len(ahead) == 3 and not threads()
     for (a, la), (b, lb) in zip(ahead, one_by_one, strict=True):
         assert torch.equal(a, b) and torch.equal(la, lb)
-    resumed = list(device_batches(encoded_loader(torch.utils.data.Subset(dataset, range(4, 12)), batch_size=4),
-                                  transform, "cpu", seed_of, first=1))  # fmt: skip
+    resumed = list(
+        device_batches(
+            encoded_loader(torch.utils.data.Subset(dataset, range(4, 12)), batch_size=4),
+            transform,
+            "cpu",
+            seed_of,
+            first=1,
+        )
+    )
     assert torch.equal(resumed[0][0], ahead[1][0])  # batch 1 crops the same after a resume

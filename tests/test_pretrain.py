@@ -17,9 +17,17 @@ SMALL = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_d
 
 def small_config(tmp_path, **overrides) -> PretrainConfig:
     values = dict(
-        output_dir=str(tmp_path / "run"), subset=192, batch_size=32, epochs=2, warmup_epochs=0.5,
-        model_overrides=dict(SMALL), blr=1e-2, log_every=2, vis_images=2, device="cpu",
-    )  # fmt: skip
+        output_dir=str(tmp_path / "run"),
+        subset=192,
+        batch_size=32,
+        epochs=2,
+        warmup_epochs=0.5,
+        model_overrides=dict(SMALL),
+        blr=1e-2,
+        log_every=2,
+        vis_images=2,
+        device="cpu",
+    )
     values.update(overrides)
     return PretrainConfig(**values)
 
@@ -28,8 +36,15 @@ def test_run_writes_everything(tmp_path):
     cfg = small_config(tmp_path)
     summary = pretrain(cfg)
     out = tmp_path / "run"
-    for name in ("config.json", "log.jsonl", "checkpoint-last.pth", "model.safetensors",
-                 "reconstructions_untrained.png", "reconstructions.png", "loss.png"):  # fmt: skip
+    for name in (
+        "config.json",
+        "log.jsonl",
+        "checkpoint-last.pth",
+        "model.safetensors",
+        "reconstructions_untrained.png",
+        "reconstructions.png",
+        "loss.png",
+    ):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "step" in r]
@@ -189,8 +204,9 @@ def test_gradient_accumulation_equals_one_big_batch():
 
     whole = make_train_step(big, make_adamw(big, 1e-3), loss_fn=loss_with(lambda x: noise), amp="none")
     halves = iter([noise[:16], noise[16:]])
-    split = make_train_step(accum, make_adamw(accum, 1e-3), loss_fn=loss_with(lambda x: next(halves)), amp="none",
-                            accum_iter=2)  # fmt: skip
+    split = make_train_step(
+        accum, make_adamw(accum, 1e-3), loss_fn=loss_with(lambda x: next(halves)), amp="none", accum_iter=2
+    )
     whole.forward_backward(imgs)
     split.forward_backward(imgs[:16], sync=False)
     split.forward_backward(imgs[16:])

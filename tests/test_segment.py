@@ -52,8 +52,9 @@ def test_segmentation_from_an_mae_a_classifier_or_scratch(tmp_path, mini_mae_che
     finetune(
         FinetuneConfig(output_dir=str(tmp_path / "sup"), **{**QUICK, "val_subset": None})
     )  # supervised, from scratch
-    from_classifier = segment(SegmentConfig(output_dir=str(tmp_path / "seg"), checkpoint=str(tmp_path / "sup" / "model.safetensors"),
-                                            **QUICK))  # fmt: skip
+    from_classifier = segment(
+        SegmentConfig(output_dir=str(tmp_path / "seg"), checkpoint=str(tmp_path / "sup" / "model.safetensors"), **QUICK)
+    )
     scratch = segment(SegmentConfig(output_dir=str(tmp_path / "scratch"), **QUICK))
     assert from_classifier["miou"] != scratch["miou"]
 
@@ -61,8 +62,13 @@ def test_segmentation_from_an_mae_a_classifier_or_scratch(tmp_path, mini_mae_che
 def test_a_checkpoint_without_an_encoder_and_other_data_are_refused(tmp_path, capsys):
     path = tmp_path / "decoder_only.pth"
     model = build_model("mae_vit_mini_patch4_32")
-    atomic_save({"model": {k: v for k, v in model.state_dict().items() if k.startswith("decoder")},
-                 "config": {"model": model.config}}, path)  # fmt: skip
+    atomic_save(
+        {
+            "model": {k: v for k, v in model.state_dict().items() if k.startswith("decoder")},
+            "config": {"model": model.config},
+        },
+        path,
+    )
     assert main(["segment", "--checkpoint", str(path), "--output-dir", str(tmp_path / "a"), "--subset", "64"]) == 2
     assert "holds no ViT encoder" in capsys.readouterr().err
     assert main(["segment", "--data", "cifar10", "--output-dir", str(tmp_path / "b")]) == 2
@@ -73,8 +79,15 @@ def test_a_segment_run_s_model_loads_back_and_predicts_what_it_measured(tmp_path
     from mae_course.errors import CheckpointError
     from mae_course.evaluation.segment import datasets, load_segmenter
 
-    cfg = SegmentConfig(checkpoint=str(mini_mae_checkpoint), epochs=1, subset=64, val_subset=32, batch_size=32,
-                        output_dir=str(tmp_path / "seg"), device="cpu")  # fmt: skip
+    cfg = SegmentConfig(
+        checkpoint=str(mini_mae_checkpoint),
+        epochs=1,
+        subset=64,
+        val_subset=32,
+        batch_size=32,
+        output_dir=str(tmp_path / "seg"),
+        device="cpu",
+    )
     metrics = segment(cfg)
     model = load_segmenter(str(tmp_path / "seg" / "model.safetensors"))
     _, val, classes = datasets(cfg)

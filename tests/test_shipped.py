@@ -49,10 +49,28 @@ def test_the_shipped_model_has_learned_to_reconstruct():
 
 def test_shipped_results_carry_their_provenance():
     paths = sorted((shipped_dir() / "results").glob("*.json"))
-    assert {p.stem for p in paths} >= {"evaluation", "figure5", "figure5_ft20", "decoder_depth", "mask_token",
-                                       "norm_pix", "seed1", "table2_cpu", "table2_cpu_mini", "probe_cls_token",
-                                       "probe_lr_rule", "probe_cls_token_lr_rule", "partial_long", "figure7",
-                                       "labels_100", "labels_1000", "segmentation", "figure8", "table1e", "table1f"}  # fmt: skip
+    assert {p.stem for p in paths} >= {
+        "evaluation",
+        "figure5",
+        "figure5_ft20",
+        "decoder_depth",
+        "mask_token",
+        "norm_pix",
+        "seed1",
+        "table2_cpu",
+        "table2_cpu_mini",
+        "probe_cls_token",
+        "probe_lr_rule",
+        "probe_cls_token_lr_rule",
+        "partial_long",
+        "figure7",
+        "labels_100",
+        "labels_1000",
+        "segmentation",
+        "figure8",
+        "table1e",
+        "table1f",
+    }
     for path in paths:
         results = json.loads(path.read_text())
         assert results["git_commit"] and results["hardware"]["device"] and results["hardware"]["torch"], path.name

@@ -89,9 +89,13 @@ def test_the_residual_streams_stay_float32_under_autocast():
 
 @pytest.mark.parametrize(
     "gpu, capability, precision",
-    [("Tesla T4", (7, 5), "fp16"), ("Tesla V100-SXM2-16GB", (7, 0), "fp16"), ("NVIDIA A100-SXM4-80GB", (8, 0), "bf16"),
-     ("NVIDIA H100 80GB HBM3", (9, 0), "bf16")],
-)  # fmt: skip
+    [
+        ("Tesla T4", (7, 5), "fp16"),
+        ("Tesla V100-SXM2-16GB", (7, 0), "fp16"),
+        ("NVIDIA A100-SXM4-80GB", (8, 0), "bf16"),
+        ("NVIDIA H100 80GB HBM3", (9, 0), "bf16"),
+    ],
+)
 def test_auto_precision_follows_the_compute_capability(gpu, capability, precision, monkeypatch):
     """bf16 only where the tensor cores have it (8.0 and up); below, fp16 with a loss scaler, even though
     torch.cuda.is_bf16_supported() says True there (emulated bf16). The GPU is faked: only its capability is read."""
@@ -269,9 +273,18 @@ SMALL = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_d
 
 def run_losses(folder, **speed) -> list[float]:
     cfg = PretrainConfig(
-        output_dir=str(folder), subset=128, batch_size=32, epochs=1, warmup_epochs=0.5, model_overrides=dict(SMALL),
-        blr=1e-2, log_every=1, vis_images=0, device="cpu", **speed,
-    )  # fmt: skip
+        output_dir=str(folder),
+        subset=128,
+        batch_size=32,
+        epochs=1,
+        warmup_epochs=0.5,
+        model_overrides=dict(SMALL),
+        blr=1e-2,
+        log_every=1,
+        vis_images=0,
+        device="cpu",
+        **speed,
+    )
     losses = []
     pretrain(cfg, on_step=lambda step, loss: losses.append(loss))
     return losses
@@ -304,7 +317,7 @@ def test_a_run_with_every_cpu_speed_option_matches_the_plain_run(tmp_path, monke
         (dict(bucket_cap_mb=float("inf")), "bucket_cap_mb must be a finite number, got inf"),
         (dict(amp="fp8"), "unknown amp 'fp8'; choose one of auto, bf16, fp16, none"),
     ],
-)  # fmt: skip
+)
 def test_bad_speed_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
         PretrainConfig(**overrides).validate()
@@ -336,10 +349,17 @@ def test_every_speed_option_is_a_flag(tmp_path, capsys, monkeypatch):
     assert main(["pretrain", *args]) == 0
     cfg = seen[0]
     assert (cfg.amp, cfg.optimizer_impl, cfg.compile, cfg.grad_checkpointing, cfg.bucket_cap_mb) == (
-        "bf16", "foreach", True, True, 50.0,
-    )  # fmt: skip
+        "bf16",
+        "foreach",
+        True,
+        True,
+        50.0,
+    )
     defaults = PretrainConfig()
     assert (defaults.amp, defaults.optimizer_impl, defaults.compile, defaults.grad_checkpointing) == (
-        "auto", "auto", False, False,
-    )  # fmt: skip
+        "auto",
+        "auto",
+        False,
+        False,
+    )
     assert defaults.bucket_cap_mb == 25.0  # torch's default

@@ -242,8 +242,13 @@ def test_a_sweep_made_before_safetensors_uses_its_model_pth(tmp_path, capsys):
 def test_the_encoder_s_size_is_an_ablation_with_a_scratch_baseline_of_the_same_size(tmp_path):
     """Figure 8 in miniature: for each width, the MAE fine-tuned and the same architecture from scratch,
     with the same fine-tuning settings; only the scratch stage has no checkpoint."""
-    cfg = SweepConfig(output_dir=str(tmp_path), ablation="embed_dim", values=(16, 32),
-                      stages=("pretrain", "finetune", "scratch"), **QUICK)  # fmt: skip
+    cfg = SweepConfig(
+        output_dir=str(tmp_path),
+        ablation="embed_dim",
+        values=(16, 32),
+        stages=("pretrain", "finetune", "scratch"),
+        **QUICK,
+    )
     narrow = stage_configs(cfg, 16)
     assert narrow["pretrain"].model_overrides == {**TINY_MODEL, "embed_dim": 16}
     assert narrow["scratch"].checkpoint is None and narrow["finetune"].checkpoint.endswith("pretrain/model.safetensors")

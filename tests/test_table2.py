@@ -48,8 +48,25 @@ def test_table2_times_both_encoders_in_one_run(monkeypatch):
 
 
 def test_bench_from_the_command_line(tmp_path, capsys):
-    args = ["bench", "--model", "mae_vit_mini_patch4_32", "--model-overrides", json.dumps(NARROW), "--decoder-depths", "1",
-            "--batch-size", "2", "--steps", "1", "--warmup", "0", "--device", "cpu", "--output", str(tmp_path / "b.json")]  # fmt: skip
+    args = [
+        "bench",
+        "--model",
+        "mae_vit_mini_patch4_32",
+        "--model-overrides",
+        json.dumps(NARROW),
+        "--decoder-depths",
+        "1",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "b.json"),
+    ]
     assert main(args) == 0
     assert "speed-up" in capsys.readouterr().out and json.loads((tmp_path / "b.json").read_text())["suite"] == "table2"
     assert main([*args[:-2], "--steps", "0"]) == 2
@@ -58,8 +75,23 @@ def test_bench_from_the_command_line(tmp_path, capsys):
 def test_decoder_depth_in_the_overrides_is_one_clear_line(tmp_path, capsys):
     """It used to raise a TypeError (the depth given twice to the model)."""
     overrides = json.dumps({**NARROW, "decoder_depth": 1})
-    args = ["bench", "--model", "mae_vit_mini_patch4_32", "--model-overrides", overrides, "--batch-size", "2",
-            "--steps", "1", "--warmup", "0", "--device", "cpu", "--output", str(tmp_path / "b.json")]  # fmt: skip
+    args = [
+        "bench",
+        "--model",
+        "mae_vit_mini_patch4_32",
+        "--model-overrides",
+        overrides,
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "b.json"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "varies decoder_depth itself (--decoder-depths" in err
@@ -77,8 +109,16 @@ def test_the_contenders_take_turns_and_the_ratio_has_its_spread():
     assert order == ["a", "b"] * 4 and [len(v) for v in seconds.values()] == [3, 3]
     r = ratio([2.0, 3.0, 9.0], [1.0, 1.0, 1.0])
     assert (r.median, r.low, r.high, r.rounds) == (3.0, 2.0, 9.0, 3) and "from 2.00x to 9.00x over 3 rounds" in str(r)
-    results = table2(Table2Config(model="mae_vit_mini_patch4_32", model_overrides=NARROW, decoder_depths=(1,),
-                                  batch_size=2, steps=3, device="cpu"))  # fmt: skip
+    results = table2(
+        Table2Config(
+            model="mae_vit_mini_patch4_32",
+            model_overrides=NARROW,
+            decoder_depths=(1,),
+            batch_size=2,
+            steps=3,
+            device="cpu",
+        )
+    )
     row = results["rows"][0]
     assert row["rounds"] == 3 and row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
     assert "rounds:" in table2_text(results)

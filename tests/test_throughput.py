@@ -29,8 +29,15 @@ TRAIN_STEP_FLOPS = 7_684_224
 
 
 def config(**kw):
-    base = dict(models=("mae_vit_mini_patch4_32",), batch_sizes=(2, 4), steps=1, warmup=0, device="cpu",
-                model_overrides=NARROW, implementations=("fast-eager", "peer", "plain"))  # fmt: skip
+    base = dict(
+        models=("mae_vit_mini_patch4_32",),
+        batch_sizes=(2, 4),
+        steps=1,
+        warmup=0,
+        device="cpu",
+        model_overrides=NARROW,
+        implementations=("fast-eager", "peer", "plain"),
+    )
     return ThroughputConfig(**{**base, **kw})
 
 
@@ -40,8 +47,13 @@ def test_every_model_batch_and_implementation_is_measured():
     assert results["suite"] == "model"
     rows = results["rows"]
     assert [(r["implementation"], r["batch_size"]) for r in rows] == [
-        ("fast-eager", 2), ("peer", 2), ("plain", 2), ("fast-eager", 4), ("peer", 4), ("plain", 4),
-    ]  # fmt: skip
+        ("fast-eager", 2),
+        ("peer", 2),
+        ("plain", 2),
+        ("fast-eager", 4),
+        ("peer", 4),
+        ("plain", 4),
+    ]
     for row in rows:
         assert "error" not in row, row
         assert row["images_per_s"] == pytest.approx(row["batch_size"] / (row["step_ms"] / 1000))
@@ -143,21 +155,30 @@ def test_mfu_is_the_achieved_share_of_the_peak(monkeypatch):
 
 
 def test_a_profile_writes_a_trace_and_the_shares_of_matmul_and_attention(tmp_path):
-    results = throughput(config(implementations=("fast-eager",), batch_sizes=(4,), profile=str(tmp_path / "prof")),
-                         progress=lambda line: None)  # fmt: skip
+    results = throughput(
+        config(implementations=("fast-eager",), batch_sizes=(4,), profile=str(tmp_path / "prof")),
+        progress=lambda line: None,
+    )
     profile = results["rows"][0]["profile"]
     assert (tmp_path / "prof" / "mae_vit_mini_patch4_32_fast-eager_4.json.gz").stat().st_size > 1000
     shares = [profile[f"{k}_share"] for k in ("matmul", "attention", "other")]
     assert sum(shares) == pytest.approx(1.0) and profile["matmul_share"] > 0.05 and profile["attention_share"] > 0
     assert "% matmul" in throughput_text(results)
-    assert time_shares([("sm90_xmma_gemm_bf16bf16", 3.0), ("flash_fwd_kernel", 1.0), ("triton_poi_fused_add", 1.0)]) == {
-        "matmul": 0.6, "attention": 0.2, "other": 0.2,
-    }  # fmt: skip
+    assert time_shares(
+        [("sm90_xmma_gemm_bf16bf16", 3.0), ("flash_fwd_kernel", 1.0), ("triton_poi_fused_add", 1.0)]
+    ) == {
+        "matmul": 0.6,
+        "attention": 0.2,
+        "other": 0.2,
+    }
 
 
 @pytest.mark.parametrize(
     ("failure", "recorded"),
-    [(torch.cuda.OutOfMemoryError("CUDA out of memory"), "out of memory"), (RuntimeError("boom"), "RuntimeError: boom")],
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory"), "out of memory"),
+        (RuntimeError("boom"), "RuntimeError: boom"),
+    ],
 )
 def test_a_failing_configuration_is_recorded_not_fatal(monkeypatch, failure, recorded):
     from mae_course.experiments import throughput as module
@@ -184,9 +205,27 @@ def test_no_mfu_without_a_known_peak():
 
 
 def test_bench_model_suite_from_the_command_line(tmp_path, capsys):
-    args = ["bench", "--suite", "model", "--models", "mae_vit_mini_patch4_32", "--model-overrides", json.dumps(NARROW),
-            "--batch-sizes", "2", "--implementations", "plain", "--steps", "1", "--warmup", "0", "--device", "cpu",
-            "--output", str(tmp_path / "m.json")]  # fmt: skip
+    args = [
+        "bench",
+        "--suite",
+        "model",
+        "--models",
+        "mae_vit_mini_patch4_32",
+        "--model-overrides",
+        json.dumps(NARROW),
+        "--batch-sizes",
+        "2",
+        "--implementations",
+        "plain",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path / "m.json"),
+    ]
     assert main(args) == 0
     assert "img/s" in capsys.readouterr().out and json.loads((tmp_path / "m.json").read_text())["suite"] == "model"
     assert main([*args, "--steps", "0"]) == 2

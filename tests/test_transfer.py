@@ -34,8 +34,10 @@ def test_the_paper_figure_shows_figure8_and_the_vit_l_transfer_gains():
 
 
 def test_label_efficiency_plots_both_runs_at_each_count():
-    results = {n: {"runs": {"finetune": {"top1": 20.0 + i}, "finetune_scratch": {"top1": 10.0 + i}}}
-               for i, n in enumerate((100, 1000, 10000))}  # fmt: skip
+    results = {
+        n: {"runs": {"finetune": {"top1": 20.0 + i}, "finetune_scratch": {"top1": 10.0 + i}}}
+        for i, n in enumerate((100, 1000, 10000))
+    }
     ax = label_efficiency_figure(results, total=10000).axes[0]
     ours, scratch = ax.lines[:2]
     assert list(ours.get_xdata()) == [100, 1000, 10000] and list(ours.get_ydata()) == [20.0, 21.0, 22.0]
@@ -44,8 +46,9 @@ def test_label_efficiency_plots_both_runs_at_each_count():
 
 
 def test_segmentation_figures():
-    fig = segmentation_figure({"from MAE": {"miou": 60.0, "pixel_accuracy": 90.0},
-                               "from scratch": {"miou": 30.0, "pixel_accuracy": 80.0}})  # fmt: skip
+    fig = segmentation_figure(
+        {"from MAE": {"miou": 60.0, "pixel_accuracy": 90.0}, "from scratch": {"miou": 30.0, "pixel_accuracy": 80.0}}
+    )
     assert _bar_heights(fig.axes[0]) == [60.0, 30.0] and _bar_heights(fig.axes[1]) == [90.0, 80.0]
     named = segmentation_figure(
         {n: {"miou": 1.0, "pixel_accuracy": 1.0} for n in ("from mae", "from supervised", "from scratch")}
@@ -63,10 +66,17 @@ def test_segmentation_figures():
 
 
 def test_figure8_draws_the_paper_beside_the_course_with_the_gains():
-    run = lambda mae, scratch, params: {"finetune": {"top1": mae, "trained_parameters": params},  # noqa: E731
-                                        "scratch": {"top1": scratch, "trained_parameters": params}}  # fmt: skip
-    results = {"ablation": "embed_dim", "values": ["64", "128", "192"],
-               "runs": {"64": run(40.0, 20.0, 320_000), "128": run(47.0, 19.6, 1_205_898), "192": run(50.0, 21.0, 2_700_000)}}  # fmt: skip
+    def run(mae, scratch, params):
+        return {
+            "finetune": {"top1": mae, "trained_parameters": params},
+            "scratch": {"top1": scratch, "trained_parameters": params},
+        }
+
+    results = {
+        "ablation": "embed_dim",
+        "values": ["64", "128", "192"],
+        "runs": {"64": run(40.0, 20.0, 320_000), "128": run(47.0, 19.6, 1_205_898), "192": run(50.0, 21.0, 2_700_000)},
+    }
     fig = model_size_figure(results)
     paper, ours = fig.axes
     assert [list(line.get_ydata()) for line in paper.lines] == [[83.6, 85.9, 86.9], [82.3, 82.6, 83.1]]

@@ -51,8 +51,10 @@ def verdicts_in(outputs: list, lang: str) -> list:
     for output in outputs:
         output = dict(output)
         if output.get("output_type") == "stream":
-            output["text"] = "".join(said.get(line.rstrip("\n"), line.rstrip("\n")) + "\n" * line.endswith("\n")
-                                     for line in output["text"].splitlines(keepends=True))  # fmt: skip
+            output["text"] = "".join(
+                said.get(line.rstrip("\n"), line.rstrip("\n")) + "\n" * line.endswith("\n")
+                for line in output["text"].splitlines(keepends=True)
+            )
         out.append(output)
     return out
 
@@ -84,8 +86,11 @@ def test_one_program_two_narrations(lesson):
         assert sum(setting in zh.source for _, zh in code) == 1
         hinted = [(en, zh) for en, zh in code if translations.hints(en.source)]
         assert all(translations.hints(zh.source) != translations.hints(en.source) for en, zh in hinted)
-        assert all(translations.UNTRANSLATED[LANG] not in c.source for c in translations.translatable(chinese)
-                   if c.cell_type == "markdown")  # fmt: skip
+        assert all(
+            translations.UNTRANSLATED[LANG] not in c.source
+            for c in translations.translatable(chinese)
+            if c.cell_type == "markdown"
+        )
 
 
 def test_the_rule_of_one_program_catches_a_changed_line():
@@ -139,10 +144,17 @@ def test_lesson_00_links_the_other_edition_in_its_text():
 def test_the_glossary_holds_the_field_s_terms():
     terms = translations.glossary(LANG)
     expected = {
-        "masked autoencoder": "掩码自编码器", "patch": "图像块", "masking ratio": "掩码比例", "encoder": "编码器",
-        "decoder": "解码器", "mask token": "掩码标记", "linear probing": "线性探测", "fine-tuning": "微调",
-        "positional embedding": "位置编码", "reconstruction target": "重建目标",
-    }  # fmt: skip
+        "masked autoencoder": "掩码自编码器",
+        "patch": "图像块",
+        "masking ratio": "掩码比例",
+        "encoder": "编码器",
+        "decoder": "解码器",
+        "mask token": "掩码标记",
+        "linear probing": "线性探测",
+        "fine-tuning": "微调",
+        "positional embedding": "位置编码",
+        "reconstruction target": "重建目标",
+    }
     assert expected.items() <= terms.items()
     assert len(terms) >= 30
     assert len(set(terms.values())) == len(terms), "two English terms share one Chinese term"
@@ -207,8 +219,9 @@ def test_a_new_english_cell_has_no_translation_and_a_removed_one_is_left_over(ti
 
 def test_the_first_use_rule_is_enforced(tiny):
     out = translations.translation_path(LANG, "99_tiny")
-    assert translations.first_use_problems(LANG) == ["99_tiny: first use of 图像块 in the course should read "
-                                                     "图像块（patch）, found 图像块''"]  # fmt: skip
+    assert translations.first_use_problems(LANG) == [
+        "99_tiny: first use of 图像块 in the course should read 图像块（patch）, found 图像块''"
+    ]
     out.write_text(out.read_text().replace("一个图像块", "一个图像块（patch）"))
     assert translations.first_use_problems(LANG) == []
 

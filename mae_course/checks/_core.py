@@ -25,25 +25,27 @@ from ._messages import define, say
 STUB_MARKER = "your code here"  # every exercise stub raises NotImplementedError(STUB_MARKER): scripts/make_exercises.py
 
 
-MESSAGES = define({
-    "check.passed": "✓ {name} is correct ({what}).",
-    "check.not_implemented": "… {name}: not implemented yet. Write it in the cell above, run that cell, then run "
-                             "this check again. (The lesson goes on with the reference implementation.)",
-    "check.not_a_function": "{name}: expected a function, got {kind}",
-    "check.broke_the_check": "{name}: {error} while checking it, {origin}{said}",
-    "check.raised": "{name} raised {error}, {origin}{said}",
-    "check.raised_on": "{name} raised {error} on {case}, {origin}{said}",
-    "check.refused_otherwise": "{crash}; {instead}",
-    "check.said": ": {text}",
-    "check.in_line": "in `{line}` (line {lineno} of {function})",
-    "check.at_line": "at line {lineno} of {function}",
-    "check.in_library": "in {path}, line {lineno}",
-    "check.somewhere": "somewhere",
-    "check.not_a_tensor": "{name} should return {what}, but returned {kind}",
-    "check.a_tensor": "a tensor",
-    "check.wrong_shape": "{name}: expected shape {expected}, got {got}",
-    "check.wrong_shape_hint": "{name}: expected shape {expected}, got {got}; {hint}",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "check.passed": "✓ {name} is correct ({what}).",
+        "check.not_implemented": "… {name}: not implemented yet. Write it in the cell above, run that cell, then run "
+        "this check again. (The lesson goes on with the reference implementation.)",
+        "check.not_a_function": "{name}: expected a function, got {kind}",
+        "check.broke_the_check": "{name}: {error} while checking it, {origin}{said}",
+        "check.raised": "{name} raised {error}, {origin}{said}",
+        "check.raised_on": "{name} raised {error} on {case}, {origin}{said}",
+        "check.refused_otherwise": "{crash}; {instead}",
+        "check.said": ": {text}",
+        "check.in_line": "in `{line}` (line {lineno} of {function})",
+        "check.at_line": "at line {lineno} of {function}",
+        "check.in_library": "in {path}, line {lineno}",
+        "check.somewhere": "somewhere",
+        "check.not_a_tensor": "{name} should return {what}, but returned {kind}",
+        "check.a_tensor": "a tensor",
+        "check.wrong_shape": "{name}: expected shape {expected}, got {got}",
+        "check.wrong_shape_hint": "{name}: expected shape {expected}, got {got}; {hint}",
+    }
+)
 EXERCISES: list[str] = []  # the names of the exercises, in the order their checks are defined
 
 
@@ -151,8 +153,13 @@ def exercise(name: str) -> Callable:
                 raise
             except Exception as error:
                 if not is_stub(error):  # not through call(): something the learner returned broke the check
-                    raise fail("check.broke_the_check", name=name, error=type(error).__name__,
-                               origin=origin(error), said=_said(error)) from None  # fmt: skip
+                    raise fail(
+                        "check.broke_the_check",
+                        name=name,
+                        error=type(error).__name__,
+                        origin=origin(error),
+                        said=_said(error),
+                    ) from None
                 print(not_implemented_message(name))
                 return
             print(passed(name))

@@ -126,13 +126,17 @@ def problems(lang: str) -> list[str]:
         if block is None:
             found.append(f"{where}: message {key} has no translation")
         elif block.sha != source_hash(text):
-            found.append(f"{where}: message {key} is stale: its English changed since it was translated "
-                         f"(sha256:{block.sha}, now sha256:{source_hash(text)}); translate it again and update the hash")  # fmt: skip
+            found.append(
+                f"{where}: message {key} is stale: its English changed since it was translated "
+                f"(sha256:{block.sha}, now sha256:{source_hash(text)}); translate it again and update the hash"
+            )
         elif block.text.strip() == text.strip() and re.search("[A-Za-z]{3,}", re.sub(r"\{[^}]*\}|`[^`]*`", "", text)):
             found.append(f"{where}: message {key} is still the English text")
         elif fields(block.text) != fields(text):
-            found.append(f"{where}: message {key} has the fields {sorted(fields(block.text))}, "
-                         f"the English {sorted(fields(text))}")  # fmt: skip
+            found.append(
+                f"{where}: message {key} has the fields {sorted(fields(block.text))}, "
+                f"the English {sorted(fields(text))}"
+            )
     found += [f"{where}: message {key} is not a message of the checks (removed?)" for key in done if key not in source]
     return found
 
@@ -140,5 +144,6 @@ def problems(lang: str) -> list[str]:
 def skeleton(lang: str) -> str:
     """The blocks of every message ``lang`` lacks, in English with their hashes, to translate."""
     done = translations(lang)
-    return "".join(f"\n<!-- {key} sha256:{source_hash(text)} -->\n{text}\n"
-                   for key, text in english().items() if key not in done)  # fmt: skip
+    return "".join(
+        f"\n<!-- {key} sha256:{source_hash(text)} -->\n{text}\n" for key, text in english().items() if key not in done
+    )

@@ -9,48 +9,50 @@ from ..model.masking import random_masking
 from ._core import call, exercise, expect_shape, expect_tensor, fail, same
 from ._messages import define, say
 
-MESSAGES = define({
-    "unshuffle_with_mask_tokens.checked": "visible tokens back in their places, the mask token everywhere else, "
-                                          "shapes",
-    "unshuffle_with_mask_tokens.case": "{visible} visible of {length} tokens",
-    "unshuffle_with_mask_tokens.shape_hint": "for {case}: one token per patch, (N, L, D)",
-    "unshuffle_with_mask_tokens.shuffled": "unshuffle_with_mask_tokens: the tokens are still in the shuffled order; "
-                                           "gather with ids_restore to put them back",
-    "unshuffle_with_mask_tokens.prepended": "unshuffle_with_mask_tokens: the mask tokens must come after the visible "
-                                            "ones before unshuffling (in the shuffled order the kept tokens are first)",
-    "unshuffle_with_mask_tokens.with_shuffle": "unshuffle_with_mask_tokens: unshuffle with ids_restore, not with the "
-                                               "shuffle itself",
-    "unshuffle_with_mask_tokens.no_mask_token": "unshuffle_with_mask_tokens: the visible tokens are right, but removed "
-                                                "places must hold the mask token",
-    "unshuffle_with_mask_tokens.wrong": "unshuffle_with_mask_tokens: wrong result for {case}; position i must hold "
-                                        "patch i's visible token, or the mask token if patch i was removed",
-    "masked_mse_loss.checked": "a scalar, mean over each patch, average over removed patches only",
-    "masked_mse_loss.case": "pred and target of shape {shape}",
-    "masked_mse_loss.not_scalar": "masked_mse_loss should return a scalar (a 0-d tensor), got shape {shape}",
-    "masked_mse_loss.all_patches": "masked_mse_loss averages over all patches; only removed patches (mask == 1) count",
-    "masked_mse_loss.visible": "masked_mse_loss averages over the visible patches; use mask == 1 (removed)",
-    "masked_mse_loss.summed": "masked_mse_loss sums over each patch's values; take their mean",
-    "masked_mse_loss.denominator": "masked_mse_loss divides by all N*L patches; divide by the number removed, "
-                                   "mask.sum()",
-    "masked_mse_loss.wrong": "masked_mse_loss: wrong value for {case}: expected {expected:.4f}, got {got:.4f}",
-    "masked_mse_loss.visible_changed_case": "visible predictions changed",
-    "masked_mse_loss.visible_matter": "masked_mse_loss: changing the predictions of visible patches changed the loss",
-    "norm_pix_target.checked": "per-patch mean and unbiased variance, eps inside the square root, constant patches",
-    "norm_pix_target.case": "targets of shape {shape} with a constant and a nearly flat patch",
-    "norm_pix_target.shape_hint": "the target keeps its shape",
-    "norm_pix_target.not_finite": "norm_pix_target: a constant patch gave inf or nan; add eps = 1e-6 to the variance",
-    "norm_pix_target.biased": "norm_pix_target uses the biased variance; the official code uses the unbiased one "
-                              "(torch.var's default)",
-    "norm_pix_target.eps_on_std": "norm_pix_target adds eps to the standard deviation; add it to the variance: "
-                                  "(var + eps) ** 0.5",
-    "norm_pix_target.whole_batch": "norm_pix_target normalizes over the whole batch; normalize each patch over its "
-                                   "own values (dim=-1)",
-    "norm_pix_target.across_patches": "norm_pix_target normalizes across patches (dim=1); normalize each patch over "
-                                      "its own values (dim=-1)",
-    "norm_pix_target.mean_only": "norm_pix_target only subtracts the mean; also divide by sqrt(var + eps)",
-    "norm_pix_target.wrong": "norm_pix_target: wrong values for {case}; compute (t - mean) / sqrt(var + 1e-6) per "
-                             "patch",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "unshuffle_with_mask_tokens.checked": "visible tokens back in their places, the mask token everywhere else, "
+        "shapes",
+        "unshuffle_with_mask_tokens.case": "{visible} visible of {length} tokens",
+        "unshuffle_with_mask_tokens.shape_hint": "for {case}: one token per patch, (N, L, D)",
+        "unshuffle_with_mask_tokens.shuffled": "unshuffle_with_mask_tokens: the tokens are still in the shuffled order; "
+        "gather with ids_restore to put them back",
+        "unshuffle_with_mask_tokens.prepended": "unshuffle_with_mask_tokens: the mask tokens must come after the visible "
+        "ones before unshuffling (in the shuffled order the kept tokens are first)",
+        "unshuffle_with_mask_tokens.with_shuffle": "unshuffle_with_mask_tokens: unshuffle with ids_restore, not with the "
+        "shuffle itself",
+        "unshuffle_with_mask_tokens.no_mask_token": "unshuffle_with_mask_tokens: the visible tokens are right, but removed "
+        "places must hold the mask token",
+        "unshuffle_with_mask_tokens.wrong": "unshuffle_with_mask_tokens: wrong result for {case}; position i must hold "
+        "patch i's visible token, or the mask token if patch i was removed",
+        "masked_mse_loss.checked": "a scalar, mean over each patch, average over removed patches only",
+        "masked_mse_loss.case": "pred and target of shape {shape}",
+        "masked_mse_loss.not_scalar": "masked_mse_loss should return a scalar (a 0-d tensor), got shape {shape}",
+        "masked_mse_loss.all_patches": "masked_mse_loss averages over all patches; only removed patches (mask == 1) count",
+        "masked_mse_loss.visible": "masked_mse_loss averages over the visible patches; use mask == 1 (removed)",
+        "masked_mse_loss.summed": "masked_mse_loss sums over each patch's values; take their mean",
+        "masked_mse_loss.denominator": "masked_mse_loss divides by all N*L patches; divide by the number removed, "
+        "mask.sum()",
+        "masked_mse_loss.wrong": "masked_mse_loss: wrong value for {case}: expected {expected:.4f}, got {got:.4f}",
+        "masked_mse_loss.visible_changed_case": "visible predictions changed",
+        "masked_mse_loss.visible_matter": "masked_mse_loss: changing the predictions of visible patches changed the loss",
+        "norm_pix_target.checked": "per-patch mean and unbiased variance, eps inside the square root, constant patches",
+        "norm_pix_target.case": "targets of shape {shape} with a constant and a nearly flat patch",
+        "norm_pix_target.shape_hint": "the target keeps its shape",
+        "norm_pix_target.not_finite": "norm_pix_target: a constant patch gave inf or nan; add eps = 1e-6 to the variance",
+        "norm_pix_target.biased": "norm_pix_target uses the biased variance; the official code uses the unbiased one "
+        "(torch.var's default)",
+        "norm_pix_target.eps_on_std": "norm_pix_target adds eps to the standard deviation; add it to the variance: "
+        "(var + eps) ** 0.5",
+        "norm_pix_target.whole_batch": "norm_pix_target normalizes over the whole batch; normalize each patch over its "
+        "own values (dim=-1)",
+        "norm_pix_target.across_patches": "norm_pix_target normalizes across patches (dim=1); normalize each patch over "
+        "its own values (dim=-1)",
+        "norm_pix_target.mean_only": "norm_pix_target only subtracts the mean; also divide by sqrt(var + eps)",
+        "norm_pix_target.wrong": "norm_pix_target: wrong values for {case}; compute (t - mean) / sqrt(var + 1e-6) per "
+        "patch",
+    }
+)
 
 _UNSHUFFLE = "unshuffle_with_mask_tokens"
 

@@ -11,33 +11,35 @@ from ..model import encoder as ref
 from ._core import call, exercise, expect_shape, expect_tensor, fail, same
 from ._messages import define, say
 
-MESSAGES = define({
-    "sincos_pos_embed.checked": "shape, zero cls row, column code first, [sin | cos] layout, frequencies, "
-                                "rectangular grids",
-    "sincos_pos_embed.case": "embed_dim={dim}, grid_size={grid}",
-    "sincos_pos_embed.no_cls_row": "sincos_pos_embed: for {case} the table has no cls row; prepend a row of zeros: "
-                                   "(1, L + 1, D)",
-    "sincos_pos_embed.shape_hint": "for {case}: (1, L + 1, D) with L = rows * columns",
-    "sincos_pos_embed.cls_not_zero": "sincos_pos_embed: row 0 (the cls token's) must be all zeros",
-    "sincos_pos_embed.row_first": "the first half encodes the row; the official layout puts the column (x) first",
-    "sincos_pos_embed.cos_first": "each half is [cos | sin]; the layout is [sin | cos]",
-    "sincos_pos_embed.frequencies": "wrong frequencies: use w_k = 1 / 10000**(k / (D/4)) for k = 0 .. D/4 - 1",
-    "sincos_pos_embed.row_and_cos_first": "the row comes first and each half is [cos | sin]",
-    "sincos_pos_embed.mistake": "sincos_pos_embed: {problem} (seen with {case})",
-    "sincos_pos_embed.wrong_values": "sincos_pos_embed: wrong values for {case}. Compare one token: "
-                                     "yours[0, {token}] vs mae_course.sincos_pos_embed({dim}, {grid})[0, {token}]",
-    "attention.checked": "matches scaled_dot_product_attention: scaling by sqrt(d), softmax over the keys, "
-                         "output shape",
-    "attention.case": "q, k, v of shape {shape}",
-    "attention.weights_only": "attention returned the (T, T) attention weights; multiply them with v to get "
-                              "(N, heads, T, d)",
-    "attention.case_hint": "for {case}",
-    "attention.unscaled": "attention: the scores are not scaled: divide q @ k^T by sqrt(d) before the softmax",
-    "attention.scaled_by_d": "attention: the scores are divided by d; divide by sqrt(d)",
-    "attention.over_queries": "attention: the softmax runs over the queries; normalize over the keys (dim=-1)",
-    "attention.wrong_values": "attention: wrong values for {case}; compute softmax(q @ k.transpose(-2, -1) / "
-                              "sqrt(d)) @ v",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "sincos_pos_embed.checked": "shape, zero cls row, column code first, [sin | cos] layout, frequencies, "
+        "rectangular grids",
+        "sincos_pos_embed.case": "embed_dim={dim}, grid_size={grid}",
+        "sincos_pos_embed.no_cls_row": "sincos_pos_embed: for {case} the table has no cls row; prepend a row of zeros: "
+        "(1, L + 1, D)",
+        "sincos_pos_embed.shape_hint": "for {case}: (1, L + 1, D) with L = rows * columns",
+        "sincos_pos_embed.cls_not_zero": "sincos_pos_embed: row 0 (the cls token's) must be all zeros",
+        "sincos_pos_embed.row_first": "the first half encodes the row; the official layout puts the column (x) first",
+        "sincos_pos_embed.cos_first": "each half is [cos | sin]; the layout is [sin | cos]",
+        "sincos_pos_embed.frequencies": "wrong frequencies: use w_k = 1 / 10000**(k / (D/4)) for k = 0 .. D/4 - 1",
+        "sincos_pos_embed.row_and_cos_first": "the row comes first and each half is [cos | sin]",
+        "sincos_pos_embed.mistake": "sincos_pos_embed: {problem} (seen with {case})",
+        "sincos_pos_embed.wrong_values": "sincos_pos_embed: wrong values for {case}. Compare one token: "
+        "yours[0, {token}] vs mae_course.sincos_pos_embed({dim}, {grid})[0, {token}]",
+        "attention.checked": "matches scaled_dot_product_attention: scaling by sqrt(d), softmax over the keys, "
+        "output shape",
+        "attention.case": "q, k, v of shape {shape}",
+        "attention.weights_only": "attention returned the (T, T) attention weights; multiply them with v to get "
+        "(N, heads, T, d)",
+        "attention.case_hint": "for {case}",
+        "attention.unscaled": "attention: the scores are not scaled: divide q @ k^T by sqrt(d) before the softmax",
+        "attention.scaled_by_d": "attention: the scores are divided by d; divide by sqrt(d)",
+        "attention.over_queries": "attention: the softmax runs over the queries; normalize over the keys (dim=-1)",
+        "attention.wrong_values": "attention: wrong values for {case}; compute softmax(q @ k.transpose(-2, -1) / "
+        "sqrt(d)) @ v",
+    }
+)
 
 
 def _one_axis(dim: int, pos: torch.Tensor, denominator: float, cos_first: bool) -> torch.Tensor:
@@ -116,52 +118,56 @@ def check_attention(fn) -> None:
 
 
 _BLOCK = "TransformerBlock"
-define({
-    "TransformerBlock.checked": "pre-norm, both residuals, a GELU MLP of width mlp_ratio x dim, LayerNorm eps 1e-6, "
-                                "official names",
-    "TransformerBlock.case": "TransformerBlock({dim}, {heads})",
-    "TransformerBlock.case_ratio": "TransformerBlock({dim}, {heads}) with mlp_ratio={ratio}",
-    "TransformerBlock.not_a_module": "TransformerBlock({dim}, {heads}) should build an nn.Module, but gave {kind}",
-    "TransformerBlock.ignores_ratio": "TransformerBlock ignores mlp_ratio: for {case} the MLP's hidden width must be "
-                                      "int(dim * mlp_ratio) = {hidden}, not {got}",
-    "TransformerBlock.mlp_width": "TransformerBlock: for {case} the MLP's hidden layer has {got} units; it maps "
-                                  "{dim} -> int(dim * mlp_ratio) = {hidden} -> {dim}",
-    "TransformerBlock.names": "TransformerBlock: its parameters are not named as in the official checkpoints "
-                              "(missing {missing}; unexpected {unexpected}). Use norm1, attn = Attention(dim, "
-                              "num_heads), norm2 and mlp with fc1 and fc2 (or an nn.Sequential(Linear, GELU, Linear) "
-                              "as mlp)",
-    "TransformerBlock.none": "none",
-    "TransformerBlock.eps": "TransformerBlock: {name} has eps={eps}; the ViT's LayerNorms use eps=1e-6 (PyTorch's "
-                            "default is 1e-5)",
-    "TransformerBlock.not_loading": "TransformerBlock: the official weights do not load into it: {error}",
-    "TransformerBlock.called": "{case} called on a (2, 5, {dim}) input",
-    "TransformerBlock.shape_hint": "(N, T, D) in, (N, T, D) out",
-    "TransformerBlock.post_norm": "TransformerBlock is post-norm (LayerNorm after each addition, as in the original "
-                                  "Transformer); MAE's ViT is pre-norm: x = x + attn(norm1(x)), then "
-                                  "x = x + mlp(norm2(x))",
-    "TransformerBlock.no_attention_residual": "TransformerBlock has no residual around the attention: add its output "
-                                              "to its input, x = x + attn(norm1(x))",
-    "TransformerBlock.no_mlp_residual": "TransformerBlock has no residual around the MLP: add its output to its input, "
-                                        "x = x + mlp(norm2(x))",
-    "TransformerBlock.no_residuals": "TransformerBlock has no residuals at all: each sub-layer's output is added to "
-                                     "its input, x = x + sublayer(norm(x))",
-    "TransformerBlock.parallel": "TransformerBlock runs the attention and the MLP side by side on the same input; the "
-                                 "MLP comes after the attention's residual, on norm2 of its result",
-    "TransformerBlock.norm1_reused": "TransformerBlock normalizes the MLP's input with norm1; norm2 is a LayerNorm of "
-                                     "its own",
-    "TransformerBlock.relu": "TransformerBlock uses ReLU in the MLP; the ViT's MLP uses GELU (nn.GELU(), the exact one)",
-    "TransformerBlock.tanh_gelu": "TransformerBlock uses the tanh approximation of GELU; the ViT's is the exact "
-                                  "nn.GELU()",
-    "TransformerBlock.wrong_output": "TransformerBlock: wrong output for {case}; with the same weights it should equal "
-                                     "mae_course.model.encoder.Block's: x + attn(norm1(x)), then x + mlp(norm2(x))",
-})  # fmt: skip
+define(
+    {
+        "TransformerBlock.checked": "pre-norm, both residuals, a GELU MLP of width mlp_ratio x dim, LayerNorm eps 1e-6, "
+        "official names",
+        "TransformerBlock.case": "TransformerBlock({dim}, {heads})",
+        "TransformerBlock.case_ratio": "TransformerBlock({dim}, {heads}) with mlp_ratio={ratio}",
+        "TransformerBlock.not_a_module": "TransformerBlock({dim}, {heads}) should build an nn.Module, but gave {kind}",
+        "TransformerBlock.ignores_ratio": "TransformerBlock ignores mlp_ratio: for {case} the MLP's hidden width must be "
+        "int(dim * mlp_ratio) = {hidden}, not {got}",
+        "TransformerBlock.mlp_width": "TransformerBlock: for {case} the MLP's hidden layer has {got} units; it maps "
+        "{dim} -> int(dim * mlp_ratio) = {hidden} -> {dim}",
+        "TransformerBlock.names": "TransformerBlock: its parameters are not named as in the official checkpoints "
+        "(missing {missing}; unexpected {unexpected}). Use norm1, attn = Attention(dim, "
+        "num_heads), norm2 and mlp with fc1 and fc2 (or an nn.Sequential(Linear, GELU, Linear) "
+        "as mlp)",
+        "TransformerBlock.none": "none",
+        "TransformerBlock.eps": "TransformerBlock: {name} has eps={eps}; the ViT's LayerNorms use eps=1e-6 (PyTorch's "
+        "default is 1e-5)",
+        "TransformerBlock.not_loading": "TransformerBlock: the official weights do not load into it: {error}",
+        "TransformerBlock.called": "{case} called on a (2, 5, {dim}) input",
+        "TransformerBlock.shape_hint": "(N, T, D) in, (N, T, D) out",
+        "TransformerBlock.post_norm": "TransformerBlock is post-norm (LayerNorm after each addition, as in the original "
+        "Transformer); MAE's ViT is pre-norm: x = x + attn(norm1(x)), then "
+        "x = x + mlp(norm2(x))",
+        "TransformerBlock.no_attention_residual": "TransformerBlock has no residual around the attention: add its output "
+        "to its input, x = x + attn(norm1(x))",
+        "TransformerBlock.no_mlp_residual": "TransformerBlock has no residual around the MLP: add its output to its input, "
+        "x = x + mlp(norm2(x))",
+        "TransformerBlock.no_residuals": "TransformerBlock has no residuals at all: each sub-layer's output is added to "
+        "its input, x = x + sublayer(norm(x))",
+        "TransformerBlock.parallel": "TransformerBlock runs the attention and the MLP side by side on the same input; the "
+        "MLP comes after the attention's residual, on norm2 of its result",
+        "TransformerBlock.norm1_reused": "TransformerBlock normalizes the MLP's input with norm1; norm2 is a LayerNorm of "
+        "its own",
+        "TransformerBlock.relu": "TransformerBlock uses ReLU in the MLP; the ViT's MLP uses GELU (nn.GELU(), the exact one)",
+        "TransformerBlock.tanh_gelu": "TransformerBlock uses the tanh approximation of GELU; the ViT's is the exact "
+        "nn.GELU()",
+        "TransformerBlock.wrong_output": "TransformerBlock: wrong output for {case}; with the same weights it should equal "
+        "mae_course.model.encoder.Block's: x + attn(norm1(x)), then x + mlp(norm2(x))",
+    }
+)
 
 
 def _official_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A block's parameters under the official names: an nn.Sequential MLP's mlp.0 / mlp.2 are mlp.fc1 / mlp.fc2."""
     renamed = {"mlp.0.": "mlp.fc1.", "mlp.2.": "mlp.fc2."}
-    return {next((name.replace(a, b, 1) for a, b in renamed.items() if name.startswith(a)), name): value
-            for name, value in state.items()}  # fmt: skip
+    return {
+        next((name.replace(a, b, 1) for a, b in renamed.items() if name.startswith(a)), name): value
+        for name, value in state.items()
+    }
 
 
 def _block_variants(block: ref.Block, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -219,8 +225,9 @@ def check_transformer_block(fn) -> None:
         unexpected = sorted(set(theirs) - set(want.state_dict()))
         if missing or unexpected:
             none = say("TransformerBlock.none")
-            raise fail("TransformerBlock.names", missing=", ".join(missing) or none,
-                       unexpected=", ".join(unexpected) or none)  # fmt: skip
+            raise fail(
+                "TransformerBlock.names", missing=", ".join(missing) or none, unexpected=", ".join(unexpected) or none
+            )
         for name, module in mine.named_modules():
             if isinstance(module, torch.nn.LayerNorm) and module.eps != 1e-6:
                 raise fail("TransformerBlock.eps", name=name, eps=f"{module.eps:g}")

@@ -6,22 +6,24 @@ from ..experiments.flops import block_flops as ref_block_flops
 from ._core import call, exercise, fail
 from ._messages import define, say
 
-MESSAGES = define({
-    "block_flops.checked": "qkv, projection and MLP matrix products plus the two attention products, 2 FLOPs per "
-                           "multiply-add",
-    "block_flops.case": "T={tokens}, D={dim}, mlp_ratio={ratio}",
-    "block_flops.not_a_number": "block_flops should return a number, got {kind}",
-    "block_flops.no_attention": "block_flops: the attention products are missing: q k^T and (weights) v cost "
-                                "2 T^2 D each",
-    "block_flops.multiply_adds": "block_flops: counts multiply-adds; a multiply-add is 2 FLOPs",
-    "block_flops.no_projection": "block_flops: the output projection (D -> D) is missing: it adds 2 T D^2",
-    "block_flops.qkv": "block_flops: the qkv projection maps D to 3D: 6 T D^2, not 2 T D^2",
-    "block_flops.one_mlp_layer": "block_flops: the MLP has two layers (D -> rD -> D): 4 r T D^2",
-    "block_flops.one_attention_product": "block_flops: only one attention product counted; there are two: the "
-                                         "scores and the weighted sum",
-    "block_flops.wrong": "block_flops: for T={tokens}, D={dim}, mlp_ratio={ratio} expected {expected:.4g}, "
-                         "got {got:.4g}",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "block_flops.checked": "qkv, projection and MLP matrix products plus the two attention products, 2 FLOPs per "
+        "multiply-add",
+        "block_flops.case": "T={tokens}, D={dim}, mlp_ratio={ratio}",
+        "block_flops.not_a_number": "block_flops should return a number, got {kind}",
+        "block_flops.no_attention": "block_flops: the attention products are missing: q k^T and (weights) v cost "
+        "2 T^2 D each",
+        "block_flops.multiply_adds": "block_flops: counts multiply-adds; a multiply-add is 2 FLOPs",
+        "block_flops.no_projection": "block_flops: the output projection (D -> D) is missing: it adds 2 T D^2",
+        "block_flops.qkv": "block_flops: the qkv projection maps D to 3D: 6 T D^2, not 2 T D^2",
+        "block_flops.one_mlp_layer": "block_flops: the MLP has two layers (D -> rD -> D): 4 r T D^2",
+        "block_flops.one_attention_product": "block_flops: only one attention product counted; there are two: the "
+        "scores and the weighted sum",
+        "block_flops.wrong": "block_flops: for T={tokens}, D={dim}, mlp_ratio={ratio} expected {expected:.4g}, "
+        "got {got:.4g}",
+    }
+)
 
 _FLOPS = "block_flops"
 

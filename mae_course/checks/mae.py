@@ -25,44 +25,51 @@ from ._messages import define, say
 _ENCODER = "forward_encoder"
 _DECODER = "forward_decoder"
 
-MESSAGES = define({
-    "forward_encoder.checked": "positions before masking, the cls token with its own position in front, blocks, norm",
-    "forward_encoder.positions_after_masking": "forward_encoder adds the positions after masking: the kept tokens are "
-                                               "in shuffled order, so token j is no longer patch j; add "
-                                               "pos_embed[:, 1:] to all L tokens, then mask",
-    "forward_encoder.cls_without_position": "forward_encoder gives the cls token no position: add the table's first "
-                                            "row, pos_embed[:, :1], to it (zero in the fixed sin-cos table, not in a "
-                                            "learned one; the check uses random tables)",
-    "forward_encoder.cls_last": "forward_encoder puts the cls token after the patches; it goes first, at index 0",
-    "forward_encoder.no_norm": "forward_encoder leaves out the final LayerNorm, model.norm",
-    "forward_encoder.case": "3 images, 75% masking",
-    "forward_encoder.three_things": "forward_encoder should return (latent, mask, ids_restore), got {kind}",
-    "forward_encoder.shape_hint": "the cls token plus the 16 visible tokens, (N, 1 + K, D)",
-    "forward_encoder.own_masking": "forward_encoder: mask or ids_restore differ from what random_masking gives for "
-                                   "the noise passed in; mask with the given noise and return its mask and ids_restore",
-    "forward_encoder.wrong": "forward_encoder: wrong latent; the order is patch_embed, + pos_embed[:, 1:], "
-                             "random_masking, the cls token (+ pos_embed[:, :1]) in front, the blocks, model.norm",
-    "forward_decoder.checked": "embed, mask tokens unshuffled behind the cls token, the decoder's own positions, "
-                               "blocks, norm, head",
-    "forward_decoder.encoder_table": "forward_decoder adds the encoder's positional table, model.pos_embed; the "
-                                     "decoder has its own, model.decoder_pos_embed, of the decoder's width",
-    "forward_decoder.no_positions": "forward_decoder adds no positions in the decoder: every mask token is the same "
-                                    "vector, so without decoder_pos_embed it cannot tell which patch to predict",
-    "forward_decoder.cls_left_out": "forward_decoder leaves the cls token out of the decoder; keep x[:, :1] in front "
-                                    "of the L unshuffled tokens, add the decoder's whole table, and drop the cls "
-                                    "prediction only at the end",
-    "forward_decoder.no_norm": "forward_decoder leaves out the decoder's LayerNorm, model.decoder_norm",
-    "forward_decoder.case": "encoder width 32, decoder width {width}",
-    "forward_decoder.cls_kept": "forward_decoder: one prediction too many; drop the cls token's, pred[:, 1:]",
-    "forward_decoder.shape_hint": "one prediction of p*p*C values per patch, (N, L, p*p*C)",
-    "forward_decoder.wrong": "forward_decoder: wrong prediction on {case}; the order is decoder_embed, the mask tokens "
-                             "unshuffled behind the cls token, + decoder_pos_embed, the decoder blocks, decoder_norm, "
-                             "decoder_pred, drop the cls",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "forward_encoder.checked": "positions before masking, the cls token with its own position in front, blocks, norm",
+        "forward_encoder.positions_after_masking": "forward_encoder adds the positions after masking: the kept tokens are "
+        "in shuffled order, so token j is no longer patch j; add "
+        "pos_embed[:, 1:] to all L tokens, then mask",
+        "forward_encoder.cls_without_position": "forward_encoder gives the cls token no position: add the table's first "
+        "row, pos_embed[:, :1], to it (zero in the fixed sin-cos table, not in a "
+        "learned one; the check uses random tables)",
+        "forward_encoder.cls_last": "forward_encoder puts the cls token after the patches; it goes first, at index 0",
+        "forward_encoder.no_norm": "forward_encoder leaves out the final LayerNorm, model.norm",
+        "forward_encoder.case": "3 images, 75% masking",
+        "forward_encoder.three_things": "forward_encoder should return (latent, mask, ids_restore), got {kind}",
+        "forward_encoder.shape_hint": "the cls token plus the 16 visible tokens, (N, 1 + K, D)",
+        "forward_encoder.own_masking": "forward_encoder: mask or ids_restore differ from what random_masking gives for "
+        "the noise passed in; mask with the given noise and return its mask and ids_restore",
+        "forward_encoder.wrong": "forward_encoder: wrong latent; the order is patch_embed, + pos_embed[:, 1:], "
+        "random_masking, the cls token (+ pos_embed[:, :1]) in front, the blocks, model.norm",
+        "forward_decoder.checked": "embed, mask tokens unshuffled behind the cls token, the decoder's own positions, "
+        "blocks, norm, head",
+        "forward_decoder.encoder_table": "forward_decoder adds the encoder's positional table, model.pos_embed; the "
+        "decoder has its own, model.decoder_pos_embed, of the decoder's width",
+        "forward_decoder.no_positions": "forward_decoder adds no positions in the decoder: every mask token is the same "
+        "vector, so without decoder_pos_embed it cannot tell which patch to predict",
+        "forward_decoder.cls_left_out": "forward_decoder leaves the cls token out of the decoder; keep x[:, :1] in front "
+        "of the L unshuffled tokens, add the decoder's whole table, and drop the cls "
+        "prediction only at the end",
+        "forward_decoder.no_norm": "forward_decoder leaves out the decoder's LayerNorm, model.decoder_norm",
+        "forward_decoder.case": "encoder width 32, decoder width {width}",
+        "forward_decoder.cls_kept": "forward_decoder: one prediction too many; drop the cls token's, pred[:, 1:]",
+        "forward_decoder.shape_hint": "one prediction of p*p*C values per patch, (N, L, p*p*C)",
+        "forward_decoder.wrong": "forward_decoder: wrong prediction on {case}; the order is decoder_embed, the mask tokens "
+        "unshuffled behind the cls token, + decoder_pos_embed, the decoder blocks, decoder_norm, "
+        "decoder_pred, drop the cls",
+    }
+)
 
 
-def _judge(got: torch.Tensor, want: torch.Tensor, variants: Callable[[], dict[str, torch.Tensor]],
-           otherwise: str, **fields: object) -> None:  # fmt: skip
+def _judge(
+    got: torch.Tensor,
+    want: torch.Tensor,
+    variants: Callable[[], dict[str, torch.Tensor]],
+    otherwise: str,
+    **fields: object,
+) -> None:
     """Pass if ``got`` is ``want``; else fail naming the classic mistake it equals (a message id), or with ``otherwise``."""
     if same(got, want):
         return
@@ -75,8 +82,15 @@ def _judge(got: torch.Tensor, want: torch.Tensor, variants: Callable[[], dict[st
 def _test_model(decoder_width: int = 32) -> MaskedAutoencoder:
     """A 2-block mini MAE with random tables and tokens, so that every part shows in the result."""
     torch.manual_seed(0)
-    model = build_model("mae_vit_mini_patch4_32", embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=decoder_width,
-                        decoder_depth=1, decoder_num_heads=2).eval()  # fmt: skip
+    model = build_model(
+        "mae_vit_mini_patch4_32",
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=decoder_width,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    ).eval()
     with torch.no_grad():
         for table in (model.pos_embed, model.decoder_pos_embed, model.cls_token, model.mask_token):
             table.normal_()
@@ -136,7 +150,8 @@ def _decoder_variants(model: nn.Module, latent: torch.Tensor, ids_restore: torch
     variants = {}
     if model.pos_embed.shape == model.decoder_pos_embed.shape:  # otherwise borrowing it fails loudly anyway
         variants["forward_decoder.encoder_table"] = head(
-            model.decoder_norm(_blocks(model.decoder_blocks, full + model.pos_embed)))[:, 1:]  # fmt: skip
+            model.decoder_norm(_blocks(model.decoder_blocks, full + model.pos_embed))
+        )[:, 1:]
     return variants | {
         "forward_decoder.no_positions": head(model.decoder_norm(_blocks(model.decoder_blocks, full)))[:, 1:],
         "forward_decoder.cls_left_out": head(
@@ -160,5 +175,6 @@ def check_forward_decoder(fn: Callable) -> None:
             if pred.shape == (3, 65, want.shape[-1]):
                 raise fail("forward_decoder.cls_kept")
             expect_shape(_DECODER, pred, tuple(want.shape), say("forward_decoder.shape_hint"))
-            _judge(pred, want, partial(_decoder_variants, model, latent, ids_restore), "forward_decoder.wrong",
-                   case=case)  # fmt: skip
+            _judge(
+                pred, want, partial(_decoder_variants, model, latent, ids_restore), "forward_decoder.wrong", case=case
+            )

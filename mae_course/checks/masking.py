@@ -10,45 +10,47 @@ from ._messages import define, say
 
 _NAME = "random_masking"
 
-MESSAGES = define({
-    "random_masking.checked": "keep count, smallest noise kept, mask convention, ids_restore, fresh noise per sample",
-    "random_masking.three_things": "random_masking should return three things: (x_visible, mask, ids_restore)",
-    "random_masking.three_tensors": "tensors (x_visible, mask, ids_restore)",
-    "random_masking.case": "x of shape {shape}, mask_ratio={ratio} and given noise",
-    "random_masking.kept_fraction": "you kept the fraction mask_ratio; mask_ratio is the fraction removed",
-    "random_masking.off_by_one": "an off-by-one: keep exactly int(L * (1 - mask_ratio)) tokens",
-    "random_masking.keep_count": "keep int(L * (1 - mask_ratio)) tokens",
-    "random_masking.kept": "random_masking: for {case} you kept {kept} tokens, expected {expected}: {why}",
-    "random_masking.visible_shape": "x_visible holds the kept tokens, for {case}",
-    "random_masking.mask_shape": "mask has one entry per token",
-    "random_masking.restore_shape": "ids_restore has one index per token",
-    "random_masking.own_noise": "random_masking gave two different results for the same given noise: it draws its "
-                                "own. Use the noise it is given (draw one only when noise is None): the same noise "
-                                "must always keep the same tokens",
-    "random_masking.largest": "random_masking keeps the tokens with the largest noise; keep the smallest: "
-                              "ids_shuffle = torch.argsort(noise, dim=1) sorts ascending, and the first len_keep are kept",
-    "random_masking.sorted": "random_masking: the kept tokens are right but sorted by position; keep them in the "
-                             "shuffled order (ids_shuffle[:, :len_keep]), which is what ids_restore undoes later",
-    "random_masking.wrong_tokens": "random_masking: x_visible holds the wrong tokens for {case}; gather x with "
-                                   "ids_shuffle[:, :len_keep] along dim 1 (expand the indices over the last axis)",
-    "random_masking.inverted": "random_masking: the mask is 1 for kept tokens; the convention is 1 = removed, 0 = kept",
-    "random_masking.shuffled_mask": "random_masking: the mask is still in the shuffled order (all zeros first); put "
-                                    "it back in token order with torch.gather(mask, 1, ids_restore)",
-    "random_masking.wrong_mask": "random_masking: wrong mask for {case}; it must be 1 exactly at the removed tokens, "
-                                 "in token order",
-    "random_masking.returned_shuffle": "random_masking: you returned ids_shuffle; ids_restore is its inverse, "
-                                       "torch.argsort(ids_shuffle, dim=1)",
-    "random_masking.wrong_restore": "random_masking: ids_restore must undo the shuffle: torch.gather(ids_shuffle, 1, "
-                                    "ids_restore) should be 0, 1, ..., L-1 in every row",
-    "random_masking.same_noise_twice": "the same noise twice",
-    "random_masking.not_deterministic": "random_masking: the same noise gave different results; with noise given, "
-                                        "nothing may be random",
-    "random_masking.with_no_noise": "with noise=None",
-    "random_masking.no_noise_count": "random_masking: with noise=None each sample must lose exactly L - len_keep = 37 "
-                                     "of 49 tokens",
-    "random_masking.shared_noise": "random_masking: with noise=None all samples got the same mask; draw noise = "
-                                   "torch.rand(N, L), one row per sample",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "random_masking.checked": "keep count, smallest noise kept, mask convention, ids_restore, fresh noise per sample",
+        "random_masking.three_things": "random_masking should return three things: (x_visible, mask, ids_restore)",
+        "random_masking.three_tensors": "tensors (x_visible, mask, ids_restore)",
+        "random_masking.case": "x of shape {shape}, mask_ratio={ratio} and given noise",
+        "random_masking.kept_fraction": "you kept the fraction mask_ratio; mask_ratio is the fraction removed",
+        "random_masking.off_by_one": "an off-by-one: keep exactly int(L * (1 - mask_ratio)) tokens",
+        "random_masking.keep_count": "keep int(L * (1 - mask_ratio)) tokens",
+        "random_masking.kept": "random_masking: for {case} you kept {kept} tokens, expected {expected}: {why}",
+        "random_masking.visible_shape": "x_visible holds the kept tokens, for {case}",
+        "random_masking.mask_shape": "mask has one entry per token",
+        "random_masking.restore_shape": "ids_restore has one index per token",
+        "random_masking.own_noise": "random_masking gave two different results for the same given noise: it draws its "
+        "own. Use the noise it is given (draw one only when noise is None): the same noise "
+        "must always keep the same tokens",
+        "random_masking.largest": "random_masking keeps the tokens with the largest noise; keep the smallest: "
+        "ids_shuffle = torch.argsort(noise, dim=1) sorts ascending, and the first len_keep are kept",
+        "random_masking.sorted": "random_masking: the kept tokens are right but sorted by position; keep them in the "
+        "shuffled order (ids_shuffle[:, :len_keep]), which is what ids_restore undoes later",
+        "random_masking.wrong_tokens": "random_masking: x_visible holds the wrong tokens for {case}; gather x with "
+        "ids_shuffle[:, :len_keep] along dim 1 (expand the indices over the last axis)",
+        "random_masking.inverted": "random_masking: the mask is 1 for kept tokens; the convention is 1 = removed, 0 = kept",
+        "random_masking.shuffled_mask": "random_masking: the mask is still in the shuffled order (all zeros first); put "
+        "it back in token order with torch.gather(mask, 1, ids_restore)",
+        "random_masking.wrong_mask": "random_masking: wrong mask for {case}; it must be 1 exactly at the removed tokens, "
+        "in token order",
+        "random_masking.returned_shuffle": "random_masking: you returned ids_shuffle; ids_restore is its inverse, "
+        "torch.argsort(ids_shuffle, dim=1)",
+        "random_masking.wrong_restore": "random_masking: ids_restore must undo the shuffle: torch.gather(ids_shuffle, 1, "
+        "ids_restore) should be 0, 1, ..., L-1 in every row",
+        "random_masking.same_noise_twice": "the same noise twice",
+        "random_masking.not_deterministic": "random_masking: the same noise gave different results; with noise given, "
+        "nothing may be random",
+        "random_masking.with_no_noise": "with noise=None",
+        "random_masking.no_noise_count": "random_masking: with noise=None each sample must lose exactly L - len_keep = 37 "
+        "of 49 tokens",
+        "random_masking.shared_noise": "random_masking: with noise=None all samples got the same mask; draw noise = "
+        "torch.rand(N, L), one row per sample",
+    }
+)
 
 
 def _unpack(out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,45 +11,47 @@ from ..model import patches as ref
 from ._core import call, exercise, expect_shape, expect_tensor, fail, refused
 from ._messages import define, say
 
-MESSAGES = define({
-    "patchify.checked": "shapes, the (row, column, channel) order, non-square and one-channel images, bad sizes",
-    "unpatchify.checked": "the exact inverse of patchify, square and non-square grids, one channel",
-    "patches.row": "row",
-    "patches.column": "column",
-    "patches.channel": "channel",
-    "patches.axis_separator": ", ",
-    "patches.vector_order": "patch vectors are ordered ({named}); expected (row, column, channel)",
-    "patches.column_major": "tokens run down the columns first (column-major); expected row-major: left to right, "
-                            "then top to bottom",
-    "patches.problem_separator": "; ",
-    "patches.tiny_example": "patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, {token}] should be {expected}",
-    "patches.plain_reshape": "a plain reshape cuts the image's memory into runs of p*p*C numbers, and such a run is "
-                             "not a patch (it is a piece of one pixel row). Split H into (H/p, p) and W into (W/p, p), "
-                             "bring the two p axes together, then flatten: einops.rearrange does it in one line",
-    "patchify.case": "images of shape {shape} with patch_size={p}",
-    "patchify.in_place": "patchify changed its input images in place; work on a copy (or use rearrange/reshape)",
-    "patchify.transposed": "patchify: for {case} you returned (N, p*p*C, L) = {got}; tokens go on axis 1: expected "
-                           "(N, L, p*p*C) = {expected}",
-    "patchify.shape_hint": "for {case}: L = (H/p)*(W/p) tokens of p*p*C numbers each",
-    "patchify.wrong_order": "patchify: {problem}. To see it: {example}",
-    "patchify.reshaped": "patchify: {reshape}. To see it: {example}",
-    "patchify.wrong_values": "patchify: wrong values for {case}. To see it: {example}",
-    "patchify.ten_by_eight": "a 10x8 image",
-    "patchify.eight_by_ten": "an 8x10 image",
-    "patchify.bad_size_case": "{image} with patch_size=4",
-    "patchify.raise_value_error": "raise a ValueError that says the size is not divisible by the patch size",
-    "patchify.no_error": "patchify: {image} cannot be cut into 4x4 patches, but no error was raised; raise a "
-                         "ValueError when H or W is not divisible by patch_size",
-    "unpatchify.case": "patches of images {shape} with patch_size={p}",
-    "unpatchify.case_grid": "patches of images {shape} with patch_size={p} and grid_size={grid}",
-    "unpatchify.sides_swapped": "unpatchify: for {case} you returned {w}x{h} images; grid_size is (rows, columns)",
-    "unpatchify.shape_hint": "for {case}: images are (N, C, H, W), C = p*p*C / (p*p)",
-    "unpatchify.wrong_order": "unpatchify reads the patches in the wrong order: it assumes {problem}. Use the same "
-                              "pattern as patchify, with the two sides of the arrow swapped",
-    "unpatchify.reshaped": "unpatchify: a plain reshape of the patches does not rebuild the image: {reshape}, in "
-                           "reverse",
-    "unpatchify.not_inverse": "unpatchify: unpatchify(patchify(imgs, {p}), ...) does not give imgs back for {case}",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "patchify.checked": "shapes, the (row, column, channel) order, non-square and one-channel images, bad sizes",
+        "unpatchify.checked": "the exact inverse of patchify, square and non-square grids, one channel",
+        "patches.row": "row",
+        "patches.column": "column",
+        "patches.channel": "channel",
+        "patches.axis_separator": ", ",
+        "patches.vector_order": "patch vectors are ordered ({named}); expected (row, column, channel)",
+        "patches.column_major": "tokens run down the columns first (column-major); expected row-major: left to right, "
+        "then top to bottom",
+        "patches.problem_separator": "; ",
+        "patches.tiny_example": "patchify(torch.arange(32.).reshape(1, 2, 4, 4), 2)[0, {token}] should be {expected}",
+        "patches.plain_reshape": "a plain reshape cuts the image's memory into runs of p*p*C numbers, and such a run is "
+        "not a patch (it is a piece of one pixel row). Split H into (H/p, p) and W into (W/p, p), "
+        "bring the two p axes together, then flatten: einops.rearrange does it in one line",
+        "patchify.case": "images of shape {shape} with patch_size={p}",
+        "patchify.in_place": "patchify changed its input images in place; work on a copy (or use rearrange/reshape)",
+        "patchify.transposed": "patchify: for {case} you returned (N, p*p*C, L) = {got}; tokens go on axis 1: expected "
+        "(N, L, p*p*C) = {expected}",
+        "patchify.shape_hint": "for {case}: L = (H/p)*(W/p) tokens of p*p*C numbers each",
+        "patchify.wrong_order": "patchify: {problem}. To see it: {example}",
+        "patchify.reshaped": "patchify: {reshape}. To see it: {example}",
+        "patchify.wrong_values": "patchify: wrong values for {case}. To see it: {example}",
+        "patchify.ten_by_eight": "a 10x8 image",
+        "patchify.eight_by_ten": "an 8x10 image",
+        "patchify.bad_size_case": "{image} with patch_size=4",
+        "patchify.raise_value_error": "raise a ValueError that says the size is not divisible by the patch size",
+        "patchify.no_error": "patchify: {image} cannot be cut into 4x4 patches, but no error was raised; raise a "
+        "ValueError when H or W is not divisible by patch_size",
+        "unpatchify.case": "patches of images {shape} with patch_size={p}",
+        "unpatchify.case_grid": "patches of images {shape} with patch_size={p} and grid_size={grid}",
+        "unpatchify.sides_swapped": "unpatchify: for {case} you returned {w}x{h} images; grid_size is (rows, columns)",
+        "unpatchify.shape_hint": "for {case}: images are (N, C, H, W), C = p*p*C / (p*p)",
+        "unpatchify.wrong_order": "unpatchify reads the patches in the wrong order: it assumes {problem}. Use the same "
+        "pattern as patchify, with the two sides of the arrow swapped",
+        "unpatchify.reshaped": "unpatchify: a plain reshape of the patches does not rebuild the image: {reshape}, in "
+        "reverse",
+        "unpatchify.not_inverse": "unpatchify: unpatchify(patchify(imgs, {p}), ...) does not give imgs back for {case}",
+    }
+)
 
 _AXIS_NAMES = {"p": "patches.row", "q": "patches.column", "c": "patches.channel"}
 _VECTOR_ORDERS = ["".join(order) for order in itertools.permutations("pqc")]  # "pqc" is right
@@ -127,8 +129,14 @@ def check_patchify(fn) -> None:
     # testing one side alone misses the other
     for image, h, w in [("patchify.ten_by_eight", 10, 8), ("patchify.eight_by_ten", 8, 10)]:
         image = say(image)
-        raised, _ = refused(name, fn, torch.zeros(1, 3, h, w), 4, case=say("patchify.bad_size_case", image=image),
-                            instead=say("patchify.raise_value_error"))  # fmt: skip
+        raised, _ = refused(
+            name,
+            fn,
+            torch.zeros(1, 3, h, w),
+            4,
+            case=say("patchify.bad_size_case", image=image),
+            instead=say("patchify.raise_value_error"),
+        )
         if not raised:
             raise fail("patchify.no_error", image=image)
 

@@ -10,50 +10,52 @@ from ..model.vit import VisionTransformer
 from ._core import call, exercise, fail
 from ._messages import define, say
 
-MESSAGES = define({
-    "probe_head.checked": "BatchNorm without affine (eps 1e-6) first, then a linear layer initialised small, shapes",
-    "probe_head.case": "dim={dim}, num_classes={classes}",
-    "probe_head.not_a_module": "probe_head should return an nn.Module (e.g. nn.Sequential), got {kind}",
-    "probe_head.linears": "probe_head needs exactly one nn.Linear (the probe is linear), found {count}",
-    "probe_head.linear_size": "probe_head: the linear layer maps {inputs} -> {outputs}, expected 64 -> 7",
-    "probe_head.no_norm": "probe_head has no BatchNorm1d before the linear layer; the frozen features must be "
-                          "standardised first",
-    "probe_head.layer_norm": "probe_head uses LayerNorm; use BatchNorm1d, which standardises each feature over the "
-                             "batch",
-    "probe_head.norm_after": "probe_head: the BatchNorm must come before the linear layer",
-    "probe_head.affine": "probe_head: use BatchNorm1d(dim, affine=False); learned scale and shift would add "
-                         "parameters to the probe",
-    "probe_head.eps": "probe_head: the official probe uses eps=1e-6 in the BatchNorm, got {eps}",
-    "probe_head.no_bias": "probe_head: the linear layer has no bias; the probe's nn.Linear keeps its bias (the "
-                          "default bias=True), started at zero (nn.init.zeros_)",
-    "probe_head.bias_not_zero": "probe_head: start the linear layer's bias at zero (nn.init.zeros_)",
-    "probe_head.init_std": "probe_head: initialise the linear weights with std 0.01 (nn.init.trunc_normal_(w, "
-                           "std=0.01)), got std {std}",
-    "probe_head.called_case": "the head called on features of shape (32, 64)",
-    "probe_head.not_standardised": "probe_head: in training mode, rescaled features should give the same logits "
-                                   "(the BatchNorm standardises them)",
-    "layer_decay_groups.checked": "lr scale per layer (1 at the head, decay^(L+1) at the input), no decay on "
-                                  "biases/norms/tokens, frozen left out",
-    "layer_decay_groups.not_groups": "layer_decay_groups should return a list of dicts with 'params', "
-                                     "'weight_decay' and 'lr_scale'",
-    "layer_decay_groups.twice": "layer_decay_groups: {name} is in two groups; every parameter belongs to exactly one",
-    "layer_decay_groups.case": "a 3-block ViT, weight_decay=0.05, layer_decay=0.5",
-    "layer_decay_groups.missing": "layer_decay_groups: these trainable parameters are in no group: {names}",
-    "layer_decay_groups.reversed": "layer_decay_groups: block 0 gets a larger lr than block 2; the decay runs the "
-                                   "wrong way: the lowest blocks get the smallest lr",
-    "layer_decay_groups.head_scale": "layer_decay_groups: the head has lr_scale {scale:g}; the head (and the final "
-                                     "norm) must keep the full lr: lr_scale 1",
-    "layer_decay_groups.tokens": "layer_decay_groups: {token} has block 0's lr; the cls token and positional table "
-                                 "belong with the patch embedding (layer 0)",
-    "layer_decay_groups.scale": "layer_decay_groups: {name} has lr_scale {got:g}, expected {expected:g}: lr_scale = "
-                                "layer_decay ** (num_layers - layer_id), with num_layers = depth + 1",
-    "layer_decay_groups.no_decay": "biases, norms, the cls token and the positional table get no weight decay",
-    "layer_decay_groups.keep_decay": "weight matrices keep weight_decay",
-    "layer_decay_groups.decay": "layer_decay_groups: {name} has weight_decay {got:g}, expected {expected:g}: {what}",
-    "layer_decay_groups.frozen_case": "block 0 frozen",
-    "layer_decay_groups.frozen": "layer_decay_groups: frozen parameters (requires_grad=False) must be left out of "
-                                 "the groups",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "probe_head.checked": "BatchNorm without affine (eps 1e-6) first, then a linear layer initialised small, shapes",
+        "probe_head.case": "dim={dim}, num_classes={classes}",
+        "probe_head.not_a_module": "probe_head should return an nn.Module (e.g. nn.Sequential), got {kind}",
+        "probe_head.linears": "probe_head needs exactly one nn.Linear (the probe is linear), found {count}",
+        "probe_head.linear_size": "probe_head: the linear layer maps {inputs} -> {outputs}, expected 64 -> 7",
+        "probe_head.no_norm": "probe_head has no BatchNorm1d before the linear layer; the frozen features must be "
+        "standardised first",
+        "probe_head.layer_norm": "probe_head uses LayerNorm; use BatchNorm1d, which standardises each feature over the "
+        "batch",
+        "probe_head.norm_after": "probe_head: the BatchNorm must come before the linear layer",
+        "probe_head.affine": "probe_head: use BatchNorm1d(dim, affine=False); learned scale and shift would add "
+        "parameters to the probe",
+        "probe_head.eps": "probe_head: the official probe uses eps=1e-6 in the BatchNorm, got {eps}",
+        "probe_head.no_bias": "probe_head: the linear layer has no bias; the probe's nn.Linear keeps its bias (the "
+        "default bias=True), started at zero (nn.init.zeros_)",
+        "probe_head.bias_not_zero": "probe_head: start the linear layer's bias at zero (nn.init.zeros_)",
+        "probe_head.init_std": "probe_head: initialise the linear weights with std 0.01 (nn.init.trunc_normal_(w, "
+        "std=0.01)), got std {std}",
+        "probe_head.called_case": "the head called on features of shape (32, 64)",
+        "probe_head.not_standardised": "probe_head: in training mode, rescaled features should give the same logits "
+        "(the BatchNorm standardises them)",
+        "layer_decay_groups.checked": "lr scale per layer (1 at the head, decay^(L+1) at the input), no decay on "
+        "biases/norms/tokens, frozen left out",
+        "layer_decay_groups.not_groups": "layer_decay_groups should return a list of dicts with 'params', "
+        "'weight_decay' and 'lr_scale'",
+        "layer_decay_groups.twice": "layer_decay_groups: {name} is in two groups; every parameter belongs to exactly one",
+        "layer_decay_groups.case": "a 3-block ViT, weight_decay=0.05, layer_decay=0.5",
+        "layer_decay_groups.missing": "layer_decay_groups: these trainable parameters are in no group: {names}",
+        "layer_decay_groups.reversed": "layer_decay_groups: block 0 gets a larger lr than block 2; the decay runs the "
+        "wrong way: the lowest blocks get the smallest lr",
+        "layer_decay_groups.head_scale": "layer_decay_groups: the head has lr_scale {scale:g}; the head (and the final "
+        "norm) must keep the full lr: lr_scale 1",
+        "layer_decay_groups.tokens": "layer_decay_groups: {token} has block 0's lr; the cls token and positional table "
+        "belong with the patch embedding (layer 0)",
+        "layer_decay_groups.scale": "layer_decay_groups: {name} has lr_scale {got:g}, expected {expected:g}: lr_scale = "
+        "layer_decay ** (num_layers - layer_id), with num_layers = depth + 1",
+        "layer_decay_groups.no_decay": "biases, norms, the cls token and the positional table get no weight decay",
+        "layer_decay_groups.keep_decay": "weight matrices keep weight_decay",
+        "layer_decay_groups.decay": "layer_decay_groups: {name} has weight_decay {got:g}, expected {expected:g}: {what}",
+        "layer_decay_groups.frozen_case": "block 0 frozen",
+        "layer_decay_groups.frozen": "layer_decay_groups: frozen parameters (requires_grad=False) must be left out of "
+        "the groups",
+    }
+)
 
 _HEAD = "probe_head"
 

@@ -13,36 +13,38 @@ from ..train.recipe import train_epoch as ref_train_epoch
 from ._core import call, exercise, fail
 from ._messages import define, say
 
-MESSAGES = define({
-    "lr_at.checked": "linear warmup from 0, half-cosine decay to min_lr after warmup, edge cases",
-    "lr_at.no_warmup": "no warmup: the lr must rise linearly from 0 over the warmup steps",
-    "lr_at.warmup_off_by_one": "warmup off by one: lr_at(0) must be 0, then lr * step / warmup_steps",
-    "lr_at.cosine_over_all": "the cosine runs over all steps; it starts after warmup: progress = (step - warmup) / "
-                             "(total - warmup)",
-    "lr_at.ends_at_zero": "the decay ends at 0; it should end at min_lr",
-    "lr_at.linear": "the decay is linear; it should follow half a cosine",
-    "lr_at.case": "total_steps={total}, warmup_steps={warmup}, lr={lr}, min_lr={min_lr}",
-    "lr_at.step_case": "step {step} of {case}",
-    "lr_at.not_a_number": "lr_at should return a number, got {kind}",
-    "lr_at.mistake": "lr_at: {problem} (first seen at step {step} with {case})",
-    "lr_at.wrong": "lr_at: at step {step} with {case} expected {expected:.6g}, got {got:.6g}",
-    "train_epoch.checked": "the lr of every step from the schedule, counted over the run, fresh gradients, the losses",
-    "train_epoch.case": "first_step={first_step}, mask_ratio={mask_ratio}",
-    "train_epoch.not_a_list": "train_epoch should return a list with one loss per batch (4 batches), got {got!r}",
-    "train_epoch.tensors": "train_epoch returned tensors; return plain floats (loss.item()), one per step",
-    "train_epoch.steps": "train_epoch called optimizer.step() {count} times for 4 batches; once per batch",
-    "train_epoch.lr_never_set": "the lr was never set: set every group's lr from lr_of before each update",
-    "train_epoch.lr_set_once": "the lr is set once, not at every step: lr_of(step) for each batch",
-    "train_epoch.lr_off_by_one": "an off-by-one: the update of step k must use lr_of(k), set before optimizer.step()",
-    "train_epoch.counted_from_zero": "steps are counted from 0 in every epoch; count from first_step, so the "
-                                     "schedule continues",
-    "train_epoch.lr_mistake": "train_epoch: {problem} (with {case})",
-    "train_epoch.wrong_lrs": "train_epoch: the updates used lrs {got}, expected {expected} (with {case})",
-    "train_epoch.piled_up": "train_epoch: gradients pile up from step to step; clear them with optimizer.zero_grad()",
-    "train_epoch.mask_ratio": "train_epoch: the first loss is {got:.5f}, expected {expected:.5f}; pass "
-                              "mask_ratio={mask_ratio} to the model",
-    "train_epoch.wrong_losses": "train_epoch: the losses are {got}, expected {expected} (with {case})",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "lr_at.checked": "linear warmup from 0, half-cosine decay to min_lr after warmup, edge cases",
+        "lr_at.no_warmup": "no warmup: the lr must rise linearly from 0 over the warmup steps",
+        "lr_at.warmup_off_by_one": "warmup off by one: lr_at(0) must be 0, then lr * step / warmup_steps",
+        "lr_at.cosine_over_all": "the cosine runs over all steps; it starts after warmup: progress = (step - warmup) / "
+        "(total - warmup)",
+        "lr_at.ends_at_zero": "the decay ends at 0; it should end at min_lr",
+        "lr_at.linear": "the decay is linear; it should follow half a cosine",
+        "lr_at.case": "total_steps={total}, warmup_steps={warmup}, lr={lr}, min_lr={min_lr}",
+        "lr_at.step_case": "step {step} of {case}",
+        "lr_at.not_a_number": "lr_at should return a number, got {kind}",
+        "lr_at.mistake": "lr_at: {problem} (first seen at step {step} with {case})",
+        "lr_at.wrong": "lr_at: at step {step} with {case} expected {expected:.6g}, got {got:.6g}",
+        "train_epoch.checked": "the lr of every step from the schedule, counted over the run, fresh gradients, the losses",
+        "train_epoch.case": "first_step={first_step}, mask_ratio={mask_ratio}",
+        "train_epoch.not_a_list": "train_epoch should return a list with one loss per batch (4 batches), got {got!r}",
+        "train_epoch.tensors": "train_epoch returned tensors; return plain floats (loss.item()), one per step",
+        "train_epoch.steps": "train_epoch called optimizer.step() {count} times for 4 batches; once per batch",
+        "train_epoch.lr_never_set": "the lr was never set: set every group's lr from lr_of before each update",
+        "train_epoch.lr_set_once": "the lr is set once, not at every step: lr_of(step) for each batch",
+        "train_epoch.lr_off_by_one": "an off-by-one: the update of step k must use lr_of(k), set before optimizer.step()",
+        "train_epoch.counted_from_zero": "steps are counted from 0 in every epoch; count from first_step, so the "
+        "schedule continues",
+        "train_epoch.lr_mistake": "train_epoch: {problem} (with {case})",
+        "train_epoch.wrong_lrs": "train_epoch: the updates used lrs {got}, expected {expected} (with {case})",
+        "train_epoch.piled_up": "train_epoch: gradients pile up from step to step; clear them with optimizer.zero_grad()",
+        "train_epoch.mask_ratio": "train_epoch: the first loss is {got:.5f}, expected {expected:.5f}; pass "
+        "mask_ratio={mask_ratio} to the model",
+        "train_epoch.wrong_losses": "train_epoch: the losses are {got}, expected {expected} (with {case})",
+    }
+)
 
 _LR = "lr_at"
 
@@ -112,9 +114,15 @@ _EPOCH = "train_epoch"
 def _tiny_mae(seed: int) -> MaskedAutoencoder:
     torch.manual_seed(seed)
     return MaskedAutoencoder(
-        img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
-        decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
-    )  # fmt: skip
+        img_size=16,
+        patch_size=4,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
 
 
 class _Recorded(torch.optim.AdamW):
@@ -178,8 +186,12 @@ def check_train_epoch(fn) -> None:
             for problem, wrong in diagnoses.items():
                 if all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(lrs, wrong, strict=True)):
                     raise fail("train_epoch.lr_mistake", problem=say(problem), case=case)
-            raise fail("train_epoch.wrong_lrs", got=[f"{v:.2e}" for v in lrs], expected=[f"{v:.2e}" for v in expected],
-                       case=case)  # fmt: skip
+            raise fail(
+                "train_epoch.wrong_lrs",
+                got=[f"{v:.2e}" for v in lrs],
+                expected=[f"{v:.2e}" for v in expected],
+                case=case,
+            )
         ref_losses, _, ref_model = _run(ref_train_epoch, first_step, mask_ratio)
         if all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, ref_losses, strict=True)):
             same = all(
@@ -192,5 +204,9 @@ def check_train_epoch(fn) -> None:
             raise fail("train_epoch.piled_up")
         if not math.isclose(losses[0], ref_losses[0], rel_tol=1e-5):
             raise fail("train_epoch.mask_ratio", got=losses[0], expected=ref_losses[0], mask_ratio=mask_ratio)
-        raise fail("train_epoch.wrong_losses", got=[round(v, 5) for v in losses],
-                   expected=[round(v, 5) for v in ref_losses], case=case)  # fmt: skip
+        raise fail(
+            "train_epoch.wrong_losses",
+            got=[round(v, 5) for v in losses],
+            expected=[round(v, 5) for v in ref_losses],
+            case=case,
+        )

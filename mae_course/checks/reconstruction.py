@@ -9,42 +9,44 @@ from ..seeing.reconstruction import paste_visible as ref_paste
 from ._core import call, exercise, expect_shape, expect_tensor, fail, same
 from ._messages import define, say
 
-MESSAGES = define({
-    "paste_visible.checked": "the prediction in removed patches, the original in visible ones, shapes, dtypes of "
-                             "the mask",
-    "paste_visible.case": "patches of shape {shape} and a {dtype} mask",
-    "paste_visible.shape_hint": "the result has one patch per token, like pred",
-    "paste_visible.swapped": "paste_visible: the roles are swapped; removed patches (mask == 1) take the prediction, "
-                             "visible ones the original",
-    "paste_visible.all_prediction": "paste_visible returned the prediction everywhere; keep the original where "
-                                    "mask == 0",
-    "paste_visible.all_original": "paste_visible returned the original everywhere; use the prediction where "
-                                  "mask == 1",
-    "paste_visible.wrong": "paste_visible: wrong patches for {case}; broadcast the (N, L) mask over the last axis",
-    "denormalize_patches.checked": "each target patch's mean and sqrt(unbiased var + eps), nearly flat patches too, "
-                                   "the inverse of norm_pix_target",
-    "denormalize_patches.biased": "denormalize_patches uses the biased variance; norm_pix_target used the unbiased one",
-    "denormalize_patches.no_mean": "denormalize_patches forgets to add the patch's mean back",
-    "denormalize_patches.normalizes": "denormalize_patches normalizes again; this is the inverse: multiply by "
-                                      "sqrt(var + eps), then add the mean",
-    "denormalize_patches.own_stats": "denormalize_patches takes the statistics of the prediction; take them from the "
-                                     "target patch",
-    "denormalize_patches.mean_first": "denormalize_patches adds the mean before scaling; scale first, then add the "
-                                      "mean",
-    "denormalize_patches.eps_on_std": "denormalize_patches adds eps to the standard deviation; add it to the "
-                                      "variance, as norm_pix_target did: sqrt(var + eps). On a flat patch (std 0) "
-                                      "they differ a thousandfold: 1e-6 against sqrt(1e-6) = 1e-3",
-    "denormalize_patches.no_eps": "denormalize_patches leaves out eps: multiply by sqrt(var + eps), the scale "
-                                  "norm_pix_target divided by; on a flat patch (std 0) that is sqrt(1e-6) = 1e-3, "
-                                  "not 0",
-    "denormalize_patches.nearly_flat": ", some nearly flat (std 1e-4 or 0)",
-    "denormalize_patches.case": "patches of shape {shape}{special}",
-    "denormalize_patches.shape_hint": "one patch per token, like pred",
-    "denormalize_patches.wrong": "denormalize_patches: wrong values for {case}; compute pred * sqrt(var + 1e-6) + "
-                                 "mean, per target patch",
-    "denormalize_patches.round_trip_case": "a normalized target",
-    "denormalize_patches.round_trip": "denormalize_patches(norm_pix_target(t), t) should give t back",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "paste_visible.checked": "the prediction in removed patches, the original in visible ones, shapes, dtypes of "
+        "the mask",
+        "paste_visible.case": "patches of shape {shape} and a {dtype} mask",
+        "paste_visible.shape_hint": "the result has one patch per token, like pred",
+        "paste_visible.swapped": "paste_visible: the roles are swapped; removed patches (mask == 1) take the prediction, "
+        "visible ones the original",
+        "paste_visible.all_prediction": "paste_visible returned the prediction everywhere; keep the original where "
+        "mask == 0",
+        "paste_visible.all_original": "paste_visible returned the original everywhere; use the prediction where "
+        "mask == 1",
+        "paste_visible.wrong": "paste_visible: wrong patches for {case}; broadcast the (N, L) mask over the last axis",
+        "denormalize_patches.checked": "each target patch's mean and sqrt(unbiased var + eps), nearly flat patches too, "
+        "the inverse of norm_pix_target",
+        "denormalize_patches.biased": "denormalize_patches uses the biased variance; norm_pix_target used the unbiased one",
+        "denormalize_patches.no_mean": "denormalize_patches forgets to add the patch's mean back",
+        "denormalize_patches.normalizes": "denormalize_patches normalizes again; this is the inverse: multiply by "
+        "sqrt(var + eps), then add the mean",
+        "denormalize_patches.own_stats": "denormalize_patches takes the statistics of the prediction; take them from the "
+        "target patch",
+        "denormalize_patches.mean_first": "denormalize_patches adds the mean before scaling; scale first, then add the "
+        "mean",
+        "denormalize_patches.eps_on_std": "denormalize_patches adds eps to the standard deviation; add it to the "
+        "variance, as norm_pix_target did: sqrt(var + eps). On a flat patch (std 0) "
+        "they differ a thousandfold: 1e-6 against sqrt(1e-6) = 1e-3",
+        "denormalize_patches.no_eps": "denormalize_patches leaves out eps: multiply by sqrt(var + eps), the scale "
+        "norm_pix_target divided by; on a flat patch (std 0) that is sqrt(1e-6) = 1e-3, "
+        "not 0",
+        "denormalize_patches.nearly_flat": ", some nearly flat (std 1e-4 or 0)",
+        "denormalize_patches.case": "patches of shape {shape}{special}",
+        "denormalize_patches.shape_hint": "one patch per token, like pred",
+        "denormalize_patches.wrong": "denormalize_patches: wrong values for {case}; compute pred * sqrt(var + 1e-6) + "
+        "mean, per target patch",
+        "denormalize_patches.round_trip_case": "a normalized target",
+        "denormalize_patches.round_trip": "denormalize_patches(norm_pix_target(t), t) should give t back",
+    }
+)
 
 _PASTE = "paste_visible"
 

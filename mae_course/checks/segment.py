@@ -10,39 +10,41 @@ from ..evaluation.segment import iou_per_class as ref_iou_per_class
 from ._core import call, exercise, expect_shape, expect_tensor, fail
 from ._messages import define, say
 
-MESSAGES = define({
-    "iou_per_class.checked": "TP / (row + column - TP) per class, NaN for a class that is neither present nor "
-                             "predicted",
-    "iou_per_class.dense": "a 4-class matrix",
-    "iou_per_class.never_predicted": "a 3-class matrix where class 2 is never predicted",
-    "iou_per_class.absent": "a 5-class matrix where class 3 is absent and never predicted",
-    "iou_per_class.never_true": "a 4-class matrix where class 1 is predicted but never true",
-    "iou_per_class.recall": "iou_per_class: divides by the pixels that truly are c (the row): that is the recall, not "
-                            "the IoU; the union also holds the pixels wrongly predicted as c",
-    "iou_per_class.precision": "iou_per_class: divides by the pixels predicted as c (the column): that is the "
-                               "precision, not the IoU; the union also holds the pixels of c that were missed",
-    "iou_per_class.counted_twice": "iou_per_class: counts the pixels both call c twice: the union is row + column "
-                                   "minus the diagonal, which the row and the column both contain",
-    "iou_per_class.dice": "iou_per_class: computes the Dice score 2TP / (row + column); the IoU is TP / (row + column "
-                          "- TP)",
-    "iou_per_class.a_tensor": "a tensor of one IoU per class",
-    "iou_per_class.shape_hint": "one IoU per class for {case}",
-    "iou_per_class.integers": "iou_per_class: returned {dtype} values; an IoU is a fraction: convert the counts to "
-                              "float first (integer division rounds every IoU below 1 down to 0)",
-    "iou_per_class.absent_not_nan": "iou_per_class: on {case}, class {c} is neither present nor predicted, and its "
-                                    "IoU is {shown}; with nothing to measure it must be NaN, so that the mean IoU "
-                                    "leaves it out (a 0 would pull the mean down, a 1 would lift it)",
-    "iou_per_class.only_predicted": "predicted but never true",
-    "iou_per_class.false_positives": "the {count} pixels wrongly predicted as it (false positives)",
-    "iou_per_class.only_true": "true but never predicted",
-    "iou_per_class.all_missed": "its {count} pixels, all missed",
-    "iou_per_class.nan_means_absent": " A NaN would leave them out of the mean IoU; NaN is only for a class neither "
-                                      "present nor predicted",
-    "iou_per_class.one_sided": "iou_per_class: on {case}, class {c} gets IoU {shown}; a class {side} has IoU 0: its "
-                               "union holds {union}, its intersection nothing.{nan}",
-    "iou_per_class.wrong": "iou_per_class: wrong IoU on {case}: expected {expected}, got {got}; rows are true "
-                           "classes, columns predicted ones",
-})  # fmt: skip
+MESSAGES = define(
+    {
+        "iou_per_class.checked": "TP / (row + column - TP) per class, NaN for a class that is neither present nor "
+        "predicted",
+        "iou_per_class.dense": "a 4-class matrix",
+        "iou_per_class.never_predicted": "a 3-class matrix where class 2 is never predicted",
+        "iou_per_class.absent": "a 5-class matrix where class 3 is absent and never predicted",
+        "iou_per_class.never_true": "a 4-class matrix where class 1 is predicted but never true",
+        "iou_per_class.recall": "iou_per_class: divides by the pixels that truly are c (the row): that is the recall, not "
+        "the IoU; the union also holds the pixels wrongly predicted as c",
+        "iou_per_class.precision": "iou_per_class: divides by the pixels predicted as c (the column): that is the "
+        "precision, not the IoU; the union also holds the pixels of c that were missed",
+        "iou_per_class.counted_twice": "iou_per_class: counts the pixels both call c twice: the union is row + column "
+        "minus the diagonal, which the row and the column both contain",
+        "iou_per_class.dice": "iou_per_class: computes the Dice score 2TP / (row + column); the IoU is TP / (row + column "
+        "- TP)",
+        "iou_per_class.a_tensor": "a tensor of one IoU per class",
+        "iou_per_class.shape_hint": "one IoU per class for {case}",
+        "iou_per_class.integers": "iou_per_class: returned {dtype} values; an IoU is a fraction: convert the counts to "
+        "float first (integer division rounds every IoU below 1 down to 0)",
+        "iou_per_class.absent_not_nan": "iou_per_class: on {case}, class {c} is neither present nor predicted, and its "
+        "IoU is {shown}; with nothing to measure it must be NaN, so that the mean IoU "
+        "leaves it out (a 0 would pull the mean down, a 1 would lift it)",
+        "iou_per_class.only_predicted": "predicted but never true",
+        "iou_per_class.false_positives": "the {count} pixels wrongly predicted as it (false positives)",
+        "iou_per_class.only_true": "true but never predicted",
+        "iou_per_class.all_missed": "its {count} pixels, all missed",
+        "iou_per_class.nan_means_absent": " A NaN would leave them out of the mean IoU; NaN is only for a class neither "
+        "present nor predicted",
+        "iou_per_class.one_sided": "iou_per_class: on {case}, class {c} gets IoU {shown}; a class {side} has IoU 0: its "
+        "union holds {union}, its intersection nothing.{nan}",
+        "iou_per_class.wrong": "iou_per_class: wrong IoU on {case}: expected {expected}, got {got}; rows are true "
+        "classes, columns predicted ones",
+    }
+)
 
 _IOU = "iou_per_class"
 
@@ -57,8 +59,12 @@ def _confusions() -> list[tuple[str, torch.Tensor]]:
     absent[:, 3] = 0  # ...and is never predicted
     never_predicted = torch.tensor([[50, 10, 0], [5, 40, 0], [7, 3, 0]])  # class 2 occurs, never predicted
     never_true = torch.tensor([[50, 6, 2, 1], [0, 0, 0, 0], [4, 9, 30, 0], [3, 0, 5, 20]])  # class 1 is only predicted
-    return [(say("iou_per_class.dense"), dense), (say("iou_per_class.never_predicted"), never_predicted),
-            (say("iou_per_class.absent"), absent), (say("iou_per_class.never_true"), never_true)]  # fmt: skip
+    return [
+        (say("iou_per_class.dense"), dense),
+        (say("iou_per_class.never_predicted"), never_predicted),
+        (say("iou_per_class.absent"), absent),
+        (say("iou_per_class.never_true"), never_true),
+    ]
 
 
 def _wrong_answers(confusion: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
@@ -107,5 +113,9 @@ def check_iou_per_class(fn) -> None:
             )
             nan = say("iou_per_class.nan_means_absent") if math.isnan(value) else ""
             raise fail("iou_per_class.one_sided", case=case, c=first, shown=shown, side=side, union=union, nan=nan)
-        raise fail("iou_per_class.wrong", case=case, expected=[round(v, 3) for v in want.tolist()],
-                   got=[round(v, 3) for v in got.double().tolist()])  # fmt: skip
+        raise fail(
+            "iou_per_class.wrong",
+            case=case,
+            expected=[round(v, 3) for v in want.tolist()],
+            got=[round(v, 3) for v in got.double().tolist()],
+        )

@@ -112,8 +112,9 @@ def bilinear_filter(x: torch.Tensor) -> torch.Tensor:
 FILTERS = {"bicubic": bicubic_filter, "bilinear": bilinear_filter}  # each is zero beyond its support
 
 
-def resize_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int,
-                   interpolation: str = "bicubic") -> torch.Tensor:  # fmt: skip
+def resize_weights(
+    start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int, interpolation: str = "bicubic"
+) -> torch.Tensor:
     """(N, out_size, in_size) float32: row i of matrix n resamples input positions
     ``[start[n], start[n] + length[n])`` onto output position i of ``out_size``, antialiased.
 
@@ -177,8 +178,14 @@ def matmul_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def crop_resize_flip(images: list[torch.Tensor], boxes: CropBoxes, size: int, interpolation: str = "bicubic",
-                     max_elements: int = MAX_ELEMENTS, dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+def crop_resize_flip(
+    images: list[torch.Tensor],
+    boxes: CropBoxes,
+    size: int,
+    interpolation: str = "bicubic",
+    max_elements: int = MAX_ELEMENTS,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Crop each image (C, H_i, W_i) to its box, resize the crop to ``size`` x ``size`` (antialiased),
     flip where asked: (N, C, size, size) float32 with values 0-255, rounded to whole grey levels and
     clipped after each pass, as torchvision's uint8 resize (the CPU pipeline) does: bicubic's negative

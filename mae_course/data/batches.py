@@ -147,8 +147,17 @@ class TrainingLoader:
     ``seeded_items=False`` is for datasets without randomness (the GPU pipeline's file bytes).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0, seed: int = 0,
-                 rank: int = 0, collate_fn: Callable | None = None, seeded_items: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        device: torch.device,
+        num_workers: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        collate_fn: Callable | None = None,
+        seeded_items: bool = True,
+    ):
         self.order = EpochOrder(seed, rank, seeded=seeded_items and num_workers > 0)
         self.loader = DataLoader(
             SeededItems(dataset) if self.order.seeded else dataset,
@@ -246,8 +255,16 @@ class PretrainingBatches:
     def __init__(self, images: PretrainingImages, batch_size: int, num_workers: int, seed: int, rank: int):
         self.images, self.seed, self.rank = images, seed, rank
         gpu = images.gpu_transform is not None
-        self.training = TrainingLoader(images.dataset, batch_size, images.device, num_workers, seed, rank,
-                                       collate_fn=collate_encoded if gpu else None, seeded_items=not gpu)  # fmt: skip
+        self.training = TrainingLoader(
+            images.dataset,
+            batch_size,
+            images.device,
+            num_workers,
+            seed,
+            rank,
+            collate_fn=collate_encoded if gpu else None,
+            seeded_items=not gpu,
+        )
 
     def epoch(self, epoch: int, indices: Sequence[int], first: int = 0) -> Iterator[tuple[torch.Tensor]]:
         """``(imgs,)`` for each full batch of ``indices``: (N, 3, S, S) float32 on the device. ``first``

@@ -143,9 +143,13 @@ def _torchvision(name: str, split: str, transform: Callable | None, root: Path, 
             stl_split = {"pretrain": "train+unlabeled", "train": "train", "val": "test"}[split]
             return tv.STL10(str(root), split=stl_split, transform=transform, download=download)
         return tv.Imagenette(
-            str(root), split="val" if split == "val" else "train", size="320px", transform=transform,
-            download=download, loader=open_rgb,
-        )  # fmt: skip
+            str(root),
+            split="val" if split == "val" else "train",
+            size="320px",
+            transform=transform,
+            download=download,
+            loader=open_rgb,
+        )
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
             sizes = {"cifar10": "about 170 MB", "stl10": "about 2.6 GB", "imagenette": "about 330 MB"}

@@ -272,8 +272,9 @@ class GpuPretrainTransform:
             raise DataError(f"no image of a batch could be decoded: {'; '.join(names)} (all skipped before)")
         return [decoded[k] for k in kept], kept
 
-    def _decode_jpegs(self, positions: list[int], data: Sequence[torch.Tensor], device: torch.device,
-                      decoded: dict[int, torch.Tensor]) -> None:  # fmt: skip
+    def _decode_jpegs(
+        self, positions: list[int], data: Sequence[torch.Tensor], device: torch.device, decoded: dict[int, torch.Tensor]
+    ) -> None:
         """Decode the JPEGs at ``positions`` in batched calls, halving a call that fails; those left
         out of ``decoded`` are for the CPU decoders (which then say why they fail, if they do)."""
         if not positions:

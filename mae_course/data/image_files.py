@@ -63,8 +63,9 @@ def to_rgb(img: Image.Image, name: str = "the file") -> Image.Image:
         values = np.asarray(img, dtype=np.float64)
         low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
         if not (np.isfinite(values).all() and 0 <= low and high <= 255):
-            raise DataError(f"cannot read image {name}: float pixel values from {low:g} to {high:g}; expected 0 to 1 "
-                            "(or 0 to 255)")  # fmt: skip
+            raise DataError(
+                f"cannot read image {name}: float pixel values from {low:g} to {high:g}; expected 0 to 1 (or 0 to 255)"
+            )
         scale = 255 if high <= 1 else 1
         img = Image.fromarray(np.round(values * scale).astype(np.uint8), mode="L")
     return img.convert("RGB")  # convert() forces the whole file to be decoded

@@ -83,10 +83,12 @@ class PrepareConfig:
     short_side: int = option(256, "shorter side of larger images after resizing; smaller images are never upscaled")
     quality: int = option(90, "JPEG quality of re-encoded images (small RGB JPEGs are copied as they are)")
     workers: int | None = option(None, "processes; 0: in this one; None: one per CPU core")
-    skip_bad_images: bool = option(False, "count unreadable files and list them in DST/prepare_report.json instead "
-                                   "of stopping")  # fmt: skip
-    overwrite: bool = option(False, "rewrite every output, even those already there (e.g. for another --short-side "
-                             "or --quality)")  # fmt: skip
+    skip_bad_images: bool = option(
+        False, "count unreadable files and list them in DST/prepare_report.json instead of stopping"
+    )
+    overwrite: bool = option(
+        False, "rewrite every output, even those already there (e.g. for another --short-side or --quality)"
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting."""
@@ -260,8 +262,10 @@ def check_settings(cfg: PrepareConfig, dst: Path) -> None:
         theirs = saved if recorded.name == SETTINGS else {k: saved["settings"][k] for k in mine}
         changed = [f"{k} {theirs.get(k)} there, {v} now" for k, v in mine.items() if theirs.get(k) != v]
         if changed:
-            raise ConfigError(f"{dst} holds a copy made with other settings ({'; '.join(changed)}); give the same "
-                              "settings to continue it, --overwrite to rewrite every image, or another DST")  # fmt: skip
+            raise ConfigError(
+                f"{dst} holds a copy made with other settings ({'; '.join(changed)}); give the same "
+                "settings to continue it, --overwrite to rewrite every image, or another DST"
+            )
     atomic_write_json(dst / SETTINGS, mine)
 
 
@@ -278,8 +282,13 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
         check_settings(cfg, dst)
         remove_stale_parts(jobs)
         summary = _prepare_all(cfg, jobs, progress)
-        summary.update(src=str(src), dst=str(dst), not_files=len(not_files), not_files_list=not_files,
-                       seconds=round(time.perf_counter() - start, 2))  # fmt: skip
+        summary.update(
+            src=str(src),
+            dst=str(dst),
+            not_files=len(not_files),
+            not_files_list=not_files,
+            seconds=round(time.perf_counter() - start, 2),
+        )
         atomic_write_json(dst / REPORT, summary)
     return summary
 

@@ -116,9 +116,11 @@ def probe_transform(size: int, augment: str = "none", crop_fraction: float = 224
         raise ValueError(f"unknown probe augmentation {augment!r}; choose one of {', '.join(PROBE_AUGMENTATIONS)}")
     if augment == "none":
         return eval_transform(size, crop_fraction)
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResizedCrop(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
-        v2.RandomHorizontalFlip(),
-        *_to_normalized_float(),
-    ])  # fmt: skip
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_to_normalized_float(),
+        ]
+    )

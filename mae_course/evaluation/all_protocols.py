@@ -43,8 +43,9 @@ SHARED = ("data", "data_root", "image_size", "subset", "val_subset", "device", "
 class EvaluationConfig:
     """Which runs to make, and the settings they share."""
 
-    checkpoint: str | None = option(None, "the MAE checkpoint to evaluate (none: only meaningful with --only for "
-                                    "baselines)")  # fmt: skip
+    checkpoint: str | None = option(
+        None, "the MAE checkpoint to evaluate (none: only meaningful with --only for baselines)"
+    )
     model: str | None = option(None, "architecture, for checkpoints without a config", choices=tuple(MODEL_CONFIGS))
     output_dir: str = option("runs/evaluate", "the evaluation's folder")
     data: str = option(
@@ -63,15 +64,20 @@ class EvaluationConfig:
     )
     partial_mlp: bool = option(True, "also tune only the last block's MLP", negatable=True)
     baselines: bool = option(True, "also train from scratch and probe a random encoder", negatable=True)
-    only: tuple[str, ...] | None = option(None, "make only these runs (linprobe, finetune, linprobe_random, "
-                                          "finetune_scratch, partial_K, partial_mlp)", metavar="RUN")  # fmt: skip
+    only: tuple[str, ...] | None = option(
+        None,
+        "make only these runs (linprobe, finetune, linprobe_random, finetune_scratch, partial_K, partial_mlp)",
+        metavar="RUN",
+    )
 
     def validate(self) -> None:
         check_types(self, "evaluate")
         if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"checkpoint not found: {self.checkpoint}")
-        need(all(k >= 1 for k in self.partial_blocks),
-             "partial blocks must be at least 1 (0 blocks is the linear probe, run anyway)")  # fmt: skip
+        need(
+            all(k >= 1 for k in self.partial_blocks),
+            "partial blocks must be at least 1 (0 blocks is the linear probe, run anyway)",
+        )
         runs = planned_runs(self)  # checks --linprobe and --finetune
         unknown = sorted(set(self.only or ()) - set(runs))
         need(not unknown, f"--only names no planned run: {', '.join(unknown)}; the runs are {', '.join(runs)}")
@@ -94,11 +100,15 @@ def planned_runs(cfg: EvaluationConfig) -> dict[str, tuple[Callable, Any]]:
         runs["linprobe_random"] = (linprobe, replace(probe, checkpoint=None, output_dir=str(out / "linprobe_random")))
         runs["finetune_scratch"] = (finetune, replace(tune, checkpoint=None, output_dir=str(out / "finetune_scratch")))
     for k in cfg.partial_blocks:
-        runs[f"partial_{k}"] = (finetune, replace(tune, checkpoint=cfg.checkpoint, tune_blocks=k,
-                                                  output_dir=str(out / f"partial_{k}")))  # fmt: skip
+        runs[f"partial_{k}"] = (
+            finetune,
+            replace(tune, checkpoint=cfg.checkpoint, tune_blocks=k, output_dir=str(out / f"partial_{k}")),
+        )
     if cfg.partial_mlp:
-        runs["partial_mlp"] = (finetune, replace(tune, checkpoint=cfg.checkpoint, tune_mlp_only=True,
-                                                 output_dir=str(out / "partial_mlp")))  # fmt: skip
+        runs["partial_mlp"] = (
+            finetune,
+            replace(tune, checkpoint=cfg.checkpoint, tune_mlp_only=True, output_dir=str(out / "partial_mlp")),
+        )
     return runs
 
 
@@ -207,8 +217,15 @@ def results_figure(summary: dict[str, Any], longer: dict[str, Any] | None = None
     for name, run in (longer or {}).get("runs", {}).items():
         x = 0.5 if name == "partial_mlp" else tuned_blocks(name)
         color = "C2" if name == "partial_mlp" else "C0"
-        right.plot([x], [run["top1"]], "o" if x >= 1 else "s", mfc="none", color=color, ms=8,
-                   label=f"{run_label(name)}, {run['epochs']} epochs")  # fmt: skip
+        right.plot(
+            [x],
+            [run["top1"]],
+            "o" if x >= 1 else "s",
+            mfc="none",
+            color=color,
+            ms=8,
+            label=f"{run_label(name)}, {run['epochs']} epochs",
+        )
     right.set(
         xlabel="blocks fine-tuned (0 = linear probe)",
         ylabel="top-1 (%)",

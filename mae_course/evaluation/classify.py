@@ -49,8 +49,9 @@ from ..safe_files import atomic_write_json
 from ..train.distributed import Runtime, barrier, init_runtime, shutdown
 from ..train.engine import epoch_indices, train_one_epoch
 from ..train.recipe import Schedule
-from ..train.run import METRICS, Run, final_model, step_plan
+from ..train.run import METRICS, Run, final_model
 from ..train.step import autocast_for, make_train_step
+from ..train.step_plan import step_plan
 from .metrics import measure_accuracy, shard
 
 
@@ -59,20 +60,34 @@ class ClassifyConfig(RunOptions, OptimOptions, DataOptions):
     """Settings shared by fine-tuning and linear probing."""
 
     output_dir: str = "runs/classify"
-    checkpoint: str | None = option(None, "an MAE checkpoint (the course's or a released one); none: random "
-                                    "initialisation", group="encoder")  # fmt: skip
-    model: str | None = option(None, "architecture, for checkpoints without a config or no checkpoint (default: "
-                               "mae_vit_mini_patch4_32)", group="encoder", choices=tuple(MODEL_CONFIGS))  # fmt: skip
-    model_overrides: dict[str, Any] = option({}, "constructor overrides of a random start, e.g. '{\"embed_dim\": 64}' "
-                                             "(a checkpoint brings its own)", group="encoder", metavar="JSON")  # fmt: skip
-    global_pool: str = option("avg", "features: the cls token or the average of the patch tokens", group="encoder",
-                              choices=POOLINGS)  # fmt: skip
+    checkpoint: str | None = option(
+        None, "an MAE checkpoint (the course's or a released one); none: random initialisation", group="encoder"
+    )
+    model: str | None = option(
+        None,
+        "architecture, for checkpoints without a config or no checkpoint (default: mae_vit_mini_patch4_32)",
+        group="encoder",
+        choices=tuple(MODEL_CONFIGS),
+    )
+    model_overrides: dict[str, Any] = option(
+        {},
+        "constructor overrides of a random start, e.g. '{\"embed_dim\": 64}' (a checkpoint brings its own)",
+        group="encoder",
+        metavar="JSON",
+    )
+    global_pool: str = option(
+        "avg", "features: the cls token or the average of the patch tokens", group="encoder", choices=POOLINGS
+    )
     val_subset: int | None = option(None, "evaluate on the first N validation images only", group="data")
     val_every: int = option(1, "epochs between validations (the last epoch is always validated)", group="run")
-    warmup_epochs: float | None = option(None, "epochs of linear lr warmup (default: warmup_fraction x epochs, the "
-                                         "recipe's share of the run)", group="optimization")  # fmt: skip
-    warmup_fraction: float = option(0.1, "the warmup as a share of the epochs, when warmup_epochs is not given",
-                                    cli=False)  # fmt: skip
+    warmup_epochs: float | None = option(
+        None,
+        "epochs of linear lr warmup (default: warmup_fraction x epochs, the recipe's share of the run)",
+        group="optimization",
+    )
+    warmup_fraction: float = option(
+        0.1, "the warmup as a share of the epochs, when warmup_epochs is not given", cli=False
+    )
     batch_size: int = 128
     blr: float = 1e-3
     min_lr: float = 1e-6
@@ -118,15 +133,17 @@ class ClassifierInputs(NamedTuple):
     predict: Callable[[torch.Tensor], torch.Tensor]  # a batch of val inputs -> logits
 
 
-def image_inputs(cfg: Any, model: nn.Module, train_set: Dataset, val_set: Dataset, rt: Runtime,
-                 workers: int) -> ClassifierInputs:  # fmt: skip
+def image_inputs(
+    cfg: Any, model: nn.Module, train_set: Dataset, val_set: Dataset, rt: Runtime, workers: int
+) -> ClassifierInputs:
     """The images themselves: every process trains on its share of the training set (through
     the sampler) and validates on its share of the validation set, with the whole model."""
     return ClassifierInputs(train_set, shard(val_set, rt.rank, rt.world_size), model, model)
 
 
-def top_k_accuracy(predict: Callable, batches: Iterator, device: torch.device, autocast: Callable,
-                   classes: int) -> dict[str, float]:  # fmt: skip
+def top_k_accuracy(
+    predict: Callable, batches: Iterator, device: torch.device, autocast: Callable, classes: int
+) -> dict[str, float]:
     """Image classification's measure: top-1 / top-5 accuracy and the loss (every class count alike)."""
     return measure_accuracy(predict, batches, device, autocast)
 
@@ -152,10 +169,18 @@ class Recipe:
 
 def classification_sets(cfg: Any, train_transform: Callable) -> tuple[Dataset, Dataset, int]:
     """An image-classification dataset's train and val splits, checked to share their classes."""
-    train = make_dataset(cfg.data, "train", train_transform, cfg.image_size, cfg.data_root, cfg.download,
-                         cfg.skip_bad_images)  # fmt: skip
-    val = make_dataset(cfg.data, "val", eval_transform(cfg.image_size, eval_crop(cfg)), cfg.image_size, cfg.data_root,
-                       cfg.download, cfg.skip_bad_images)  # fmt: skip
+    train = make_dataset(
+        cfg.data, "train", train_transform, cfg.image_size, cfg.data_root, cfg.download, cfg.skip_bad_images
+    )
+    val = make_dataset(
+        cfg.data,
+        "val",
+        eval_transform(cfg.image_size, eval_crop(cfg)),
+        cfg.image_size,
+        cfg.data_root,
+        cfg.download,
+        cfg.skip_bad_images,
+    )
     return train, val, check_classification_splits(train, val, cfg.data)
 
 
@@ -212,8 +237,18 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
         if isinstance(e, CheckpointError | ConfigError):
             raise
         raise ConfigError(f"cannot build the classifier: {e}") from None
-    schedule = Schedule.plan(len(train_set), cfg.batch_size, cfg.accum_iter, rt.world_size, cfg.epochs, cfg.warmup,
-                             cfg.blr, cfg.lr, cfg.min_lr, what="the training set")  # fmt: skip
+    schedule = Schedule.plan(
+        len(train_set),
+        cfg.batch_size,
+        cfg.accum_iter,
+        rt.world_size,
+        cfg.epochs,
+        cfg.warmup,
+        cfg.blr,
+        cfg.lr,
+        cfg.min_lr,
+        what="the training set",
+    )
     optimizer = recipe.optimizer(cfg, model, schedule.peak_lr)
     autocast, _ = autocast_for(rt.device, cfg.amp)
     workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
@@ -239,14 +274,21 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
         if run.progress.epoch < cfg.epochs:  # the cached features' time is part of the training
             run.progress.seconds += time.perf_counter() - started
         sampler = DistributedSampler(data.train, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        step = make_train_step(data.trained, optimizer, loss_fn=recipe.loss(cfg, classes), amp=cfg.amp,
-                               distributed=rt.distributed, accum_iter=cfg.accum_iter)  # fmt: skip
+        step = make_train_step(
+            data.trained,
+            optimizer,
+            loss_fn=recipe.loss(cfg, classes),
+            amp=cfg.amp,
+            distributed=rt.distributed,
+            accum_iter=cfg.accum_iter,
+        )
         if step.scaler is not None and saved.get("scaler"):  # fp16: the loss scale the run had reached
             step.scaler.load_state_dict(saved["scaler"])
         tensor_inputs = isinstance(data.train, torch.utils.data.TensorDataset)
 
-        training = TrainingLoader(data.train, cfg.batch_size, rt.device, 0 if tensor_inputs else workers, cfg.seed,
-                                  rt.rank)  # fmt: skip
+        training = TrainingLoader(
+            data.train, cfg.batch_size, rt.device, 0 if tensor_inputs else workers, cfg.seed, rt.rank
+        )
 
         def on_device(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             return ((x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)) for x, y in loader)
@@ -260,24 +302,39 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
         if rt.is_main and not quiet:
             frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
             tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            print(f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {cfg.checkpoint or 'random initialisation'} "
-                  f"on {cfg.data} ({len(data.train)} train / {len(val_set)} val images, {classes} classes), "
-                  f"{tuned / 1e6:.2f}M trained and {frozen / 1e6:.2f}M frozen parameters, {cfg.epochs} epochs x "
-                  f"{schedule.steps_per_epoch} steps, effective batch {schedule.effective_batch}, lr {schedule.peak_lr:.3g}, "
-                  f"on {rt.device}")  # fmt: skip
+            start = cfg.checkpoint or "random initialisation"
+            print(
+                f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {start} on {cfg.data} ({len(data.train)} train / {len(val_set)} val images, {classes} classes), "
+                f"{tuned / 1e6:.2f}M trained and {frozen / 1e6:.2f}M frozen parameters, {cfg.epochs} epochs x "
+                f"{schedule.steps_per_epoch} steps, effective batch {schedule.effective_batch}, "
+                f"lr {schedule.peak_lr:.3g}, on {rt.device}"
+            )
 
         # ---- the epochs, each followed by a validation (every val_every epochs)
         metrics: dict[str, float] = {}
-        bar = tqdm(total=schedule.total_steps, initial=run.progress.step, desc=cfg.kind, unit="step",
-                   disable=not rt.is_main or quiet, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=schedule.total_steps,
+            initial=run.progress.step,
+            desc=cfg.kind,
+            unit="step",
+            disable=not rt.is_main or quiet,
+            dynamic_ncols=True,
+        )
         with bar:
             while run.progress.epoch < cfg.epochs:
                 p = run.progress
                 indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
                 time_before = p.seconds
-                loss = train_one_epoch(step, on_device(training.epoch(p.epoch, indices)), schedule, run,
-                                       images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
-                                       on_step=on_step, bar=bar)  # fmt: skip
+                loss = train_one_epoch(
+                    step,
+                    on_device(training.epoch(p.epoch, indices)),
+                    schedule,
+                    run,
+                    images_per_micro=cfg.batch_size * rt.world_size,
+                    log_every=cfg.log_every,
+                    on_step=on_step,
+                    bar=bar,
+                )
                 if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
                     record = {"epoch": p.epoch + 1, "train_loss": loss}
                     if (p.epoch + 1) % cfg.val_every == 0 or p.epoch + 1 == cfg.epochs:
@@ -320,7 +377,9 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
                 run.save_final(model, settings)
             atomic_write_json(run.out / METRICS, summary)
             if quiet:
-                print(f"{cfg.kind}: {recipe.primary} {summary[recipe.primary]:.1f}% after {cfg.epochs} epochs, "
-                      f"{run.progress.seconds / 60:.1f} min ({run.out})")  # fmt: skip
+                print(
+                    f"{cfg.kind}: {recipe.primary} {summary[recipe.primary]:.1f}% after {cfg.epochs} epochs, "
+                    f"{run.progress.seconds / 60:.1f} min ({run.out})"
+                )
         barrier()
         return summary

@@ -109,8 +109,9 @@ def pca_colours(features: torch.Tensor, low: float = 0.01, high: float = 0.99) -
         its largest loading is positive: the same features always give the same colours.
     """
     if features.ndim != 3 or features.shape[0] * features.shape[1] < 3 or features.shape[2] < 3:
-        raise ValueError(f"pca_colours needs (N, L, D) features with at least 3 tokens and D >= 3, "
-                         f"got {tuple(features.shape)}")  # fmt: skip
+        raise ValueError(
+            f"pca_colours needs (N, L, D) features with at least 3 tokens and D >= 3, got {tuple(features.shape)}"
+        )
     n, length, dim = features.shape
     x = features.reshape(n * length, dim).double()
     x = x - x.mean(dim=0)
@@ -189,8 +190,9 @@ def inside_figure(encoders: Mapping[str, VisionTransformer], imgs: torch.Tensor)
         for col in range(n):
             weights = attention[col] / attention[col].max()
             axes[1 + 2 * r, col].imshow(pixels[col].permute(1, 2, 0).numpy())
-            axes[1 + 2 * r, col].imshow(_as_map(weights, grid, size)[0].numpy(), cmap="inferno", alpha=0.75,
-                                        vmin=0, vmax=1)  # fmt: skip
+            axes[1 + 2 * r, col].imshow(
+                _as_map(weights, grid, size)[0].numpy(), cmap="inferno", alpha=0.75, vmin=0, vmax=1
+            )
             axes[2 + 2 * r, col].imshow(_as_map(colours[col], grid, size).permute(1, 2, 0).numpy())
         axes[1 + 2 * r, 0].set_ylabel(f"{name}\ncls attention", fontsize=8)
         axes[2 + 2 * r, 0].set_ylabel(f"{name}\nPCA of patches", fontsize=8)
@@ -200,8 +202,14 @@ def inside_figure(encoders: Mapping[str, VisionTransformer], imgs: torch.Tensor)
     return fig
 
 
-def neighbours_figure(encoders: Mapping[str, VisionTransformer], imgs: torch.Tensor, labels: torch.Tensor,
-                      classes: Sequence[str], queries: Sequence[int], k: int = 5) -> CourseFigure:  # fmt: skip
+def neighbours_figure(
+    encoders: Mapping[str, VisionTransformer],
+    imgs: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    queries: Sequence[int],
+    k: int = 5,
+) -> CourseFigure:
     """For each encoder and query image: the query, then its ``k`` nearest neighbours among ``imgs``
     (by cosine similarity of the pooled features), each titled with its class, green when it is the
     query's. Each encoder's row is labelled with its :func:`neighbour_agreement` over all of ``imgs``.
@@ -220,8 +228,9 @@ def neighbours_figure(encoders: Mapping[str, VisionTransformer], imgs: torch.Ten
             for j, index in enumerate([query, *found[q].tolist()]):
                 row[j].imshow(pixels[index].permute(1, 2, 0).numpy())
                 same = labels[index] == labels[query]
-                row[j].set_title(classes[labels[index]], fontsize=7, color="black" if j == 0 else
-                                 ("green" if same else "red"))  # fmt: skip
+                row[j].set_title(
+                    classes[labels[index]], fontsize=7, color="black" if j == 0 else ("green" if same else "red")
+                )
                 row[j].set_xticks([])
                 row[j].set_yticks([])
             row[0].set_ylabel(f"{name}\n{k}-NN agree {agreement:.0f}%", fontsize=8)

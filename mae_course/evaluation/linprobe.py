@@ -59,8 +59,11 @@ class LinprobeConfig(ClassifyConfig):
         "none", "crop: RandomResizedCrop + flip, as on ImageNet", group=PROBE, choices=PROBE_AUGMENTATIONS
     )
     cache_features: bool | None = option(
-        None, "compute the frozen features once (default: when one process and no augmentation)", group=PROBE,
-        negatable=True)  # fmt: skip
+        None,
+        "compute the frozen features once (default: when one process and no augmentation)",
+        group=PROBE,
+        negatable=True,
+    )
 
     kind = "linprobe"
 
@@ -95,8 +98,9 @@ def loss(cfg: LinprobeConfig, classes: int) -> Callable[..., torch.Tensor]:
 
 
 @torch.no_grad()
-def frozen_features(model: nn.Module, dataset: Dataset, name: str, cfg: LinprobeConfig, workers: int,
-                    show: bool = True) -> TensorDataset:  # fmt: skip
+def frozen_features(
+    model: nn.Module, dataset: Dataset, name: str, cfg: LinprobeConfig, workers: int, show: bool = True
+) -> TensorDataset:
     """The frozen encoder's (pooled) features of every image, computed once: (N, D) and (N,) on the CPU.
 
     They stay on the CPU (pinned on their way to a GPU): the cache of a large dataset need not

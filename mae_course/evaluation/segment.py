@@ -44,8 +44,9 @@ class SegmentConfig(ClassifyConfig):
     """Fine-tuning a ViT to label every pixel of the built-in images."""
 
     output_dir: str = "runs/segment"
-    checkpoint: str | None = option(None, "an MAE checkpoint, or a classifier's (its encoder is used); none: random "
-                                    "initialisation", group="encoder")  # fmt: skip
+    checkpoint: str | None = option(
+        None, "an MAE checkpoint, or a classifier's (its encoder is used); none: random initialisation", group="encoder"
+    )
     global_pool: str = option("token", "every patch token is used, after the encoder's final norm", cli=False)
     layer_decay: float = option(0.75, "layer-wise lr decay", group="segmentation recipe")
     drop_path: float = option(0.1, "stochastic depth rate of the last block", group="segmentation recipe")
@@ -112,8 +113,9 @@ def mean_iou(confusion: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_segmentation(predict: Callable, batches: Iterable, device: torch.device, autocast: Callable,
-                         classes: int) -> dict[str, float]:  # fmt: skip
+def measure_segmentation(
+    predict: Callable, batches: Iterable, device: torch.device, autocast: Callable, classes: int
+) -> dict[str, float]:
     """mIoU and pixel accuracy (%) and the mean cross-entropy per pixel, summed over all processes."""
     confusion = torch.zeros(classes, classes, dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -126,8 +128,11 @@ def measure_segmentation(predict: Callable, batches: Iterable, device: torch.dev
         torch.distributed.all_reduce(confusion)
         torch.distributed.all_reduce(loss_sum)
     pixels = max(confusion.sum().item(), 1)
-    return {"miou": mean_iou(confusion.cpu()), "pixel_accuracy": 100 * confusion.diag().sum().item() / pixels,
-            "loss": loss_sum.item() / pixels}  # fmt: skip
+    return {
+        "miou": mean_iou(confusion.cpu()),
+        "pixel_accuracy": 100 * confusion.diag().sum().item() / pixels,
+        "loss": loss_sum.item() / pixels,
+    }
 
 
 def tokens_encoder(state_dict: dict[str, torch.Tensor], model: SegmentationViT) -> dict[str, torch.Tensor]:
@@ -169,8 +174,15 @@ def loss(cfg: SegmentConfig, classes: int) -> Callable[..., torch.Tensor]:
     return loss_fn
 
 
-SEGMENT = Recipe(datasets=datasets, build=build, optimizer=finetune_optimizer, loss=loss,
-                 measure=measure_segmentation, primary="miou", shown=("miou", "pixel_accuracy"))  # fmt: skip
+SEGMENT = Recipe(
+    datasets=datasets,
+    build=build,
+    optimizer=finetune_optimizer,
+    loss=loss,
+    measure=measure_segmentation,
+    primary="miou",
+    shown=("miou", "pixel_accuracy"),
+)
 
 
 def load_segmenter(path: str) -> SegmentationViT:

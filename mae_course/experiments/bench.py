@@ -37,10 +37,15 @@ class Suite(NamedTuple):
 _SHARED = ("mask_ratio", "device", "model_overrides", "steps", "warmup")
 SUITES = {
     "table2": Suite(Table2Config, table2, table2_text, (*_SHARED, "decoder_depths", "amp", "compile")),
-    "model": Suite(ThroughputConfig, throughput, throughput_text, (*_SHARED, "implementations", "peak_tflops", "tf32",
-                                                                   "profile")),  # fmt: skip
-    "e2e": Suite(EndToEndConfig, end_to_end, e2e_text, (*_SHARED, "data", "generate", "generate_dir", "pipelines",
-                                                       "image_size", "num_workers", "amp", "compile")),  # fmt: skip
+    "model": Suite(
+        ThroughputConfig, throughput, throughput_text, (*_SHARED, "implementations", "peak_tflops", "tf32", "profile")
+    ),
+    "e2e": Suite(
+        EndToEndConfig,
+        end_to_end,
+        e2e_text,
+        (*_SHARED, "data", "generate", "generate_dir", "pipelines", "image_size", "num_workers", "amp", "compile"),
+    ),
 }
 T2, TP, E2E = Table2Config(), ThroughputConfig(), EndToEndConfig()  # their defaults, for the help
 E2E_GROUP = "e2e suite (one --model and one --batch-size)"
@@ -48,36 +53,60 @@ E2E_GROUP = "e2e suite (one --model and one --batch-size)"
 
 @dataclass
 class BenchConfig:
-    suite: str = option("table2", "table2: the asymmetric encoder against the encoder with mask tokens, per decoder "
-                        "depth; model: images/s, step time, MFU and memory of the fast path, the plain path and the peer "
-                        "(transformers' ViTMAEForPreTraining), per model and batch size; e2e: whether the CPU or the GPU "
-                        "data pipeline keeps up with the model", choices=tuple(SUITES))  # fmt: skip
-    models: tuple[str, ...] | None = option(None, f"table2: one model (default {T2.model}); model: several (default "
-                                            f"{' '.join(TP.models)})", choices=tuple(MODEL_CONFIGS),
-                                            aliases=("--model",))  # fmt: skip
+    suite: str = option(
+        "table2",
+        "table2: the asymmetric encoder against the encoder with mask tokens, per decoder "
+        "depth; model: images/s, step time, MFU and memory of the fast path, the plain path and the peer "
+        "(transformers' ViTMAEForPreTraining), per model and batch size; e2e: whether the CPU or the GPU "
+        "data pipeline keeps up with the model",
+        choices=tuple(SUITES),
+    )
+    models: tuple[str, ...] | None = option(
+        None,
+        f"table2: one model (default {T2.model}); model: several (default {' '.join(TP.models)})",
+        choices=tuple(MODEL_CONFIGS),
+        aliases=("--model",),
+    )
     model_overrides: dict[str, Any] | None = option(None, "e.g. a narrower model for a quick check", metavar="JSON")
-    batch_sizes: tuple[int, ...] | None = option(None, f"table2: one (default {T2.batch_size}); model: several (default "
-                                                 f"{' '.join(map(str, TP.batch_sizes))})", aliases=("--batch-size",))  # fmt: skip
-    steps: int | None = option(None, f"timed steps per measurement (default: table2 {T2.steps}, model {TP.steps}, "
-                               f"e2e {E2E.steps})")  # fmt: skip
-    warmup: int | None = option(None, f"untimed steps first (default: table2 {T2.warmup}, model {TP.warmup}, "
-                                f"e2e {E2E.warmup})")  # fmt: skip
+    batch_sizes: tuple[int, ...] | None = option(
+        None,
+        f"table2: one (default {T2.batch_size}); model: several (default {' '.join(map(str, TP.batch_sizes))})",
+        aliases=("--batch-size",),
+    )
+    steps: int | None = option(
+        None, f"timed steps per measurement (default: table2 {T2.steps}, model {TP.steps}, e2e {E2E.steps})"
+    )
+    warmup: int | None = option(
+        None, f"untimed steps first (default: table2 {T2.warmup}, model {TP.warmup}, e2e {E2E.warmup})"
+    )
     mask_ratio: float = option(0.75, "fraction of the patches removed")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     amp: str = option("auto", "table2 and e2e suites", choices=AMP_MODES)
     compile: bool = option(False, "table2 and e2e suites: torch.compile the models' blocks (fast path)", negatable=True)
     output: str | None = option(None, "where the JSON results go (default runs/bench/SUITE.json)")
     decoder_depths: tuple[int, ...] = option(T2.decoder_depths, "decoder depths to time", group="table2 suite")
-    implementations: tuple[str, ...] = option(IMPLEMENTATIONS, "the implementations to time", group="model suite",
-                                              choices=IMPLEMENTATIONS)  # fmt: skip
-    peak_tflops: float | None = option(None, "the device's peak dense 16-bit TFLOP/s for MFU (default: from the "
-                                       "datasheet of the GPU's exact name; none for an unknown GPU)",
-                                       group="model suite")  # fmt: skip
-    tf32: bool = option(True, "TF32 tensor cores for float32 matrix products (recorded in the results)",
-                        group="model suite", negatable=True)  # fmt: skip
-    profile: str | None = option(None, "a folder: a torch.profiler trace of a few more steps of each row, and the "
-                                 "share of device time in matrix products and attention", group="model suite",
-                                 metavar="DIR")  # fmt: skip
+    implementations: tuple[str, ...] = option(
+        IMPLEMENTATIONS, "the implementations to time", group="model suite", choices=IMPLEMENTATIONS
+    )
+    peak_tflops: float | None = option(
+        None,
+        "the device's peak dense 16-bit TFLOP/s for MFU (default: from the "
+        "datasheet of the GPU's exact name; none for an unknown GPU)",
+        group="model suite",
+    )
+    tf32: bool = option(
+        True,
+        "TF32 tensor cores for float32 matrix products (recorded in the results)",
+        group="model suite",
+        negatable=True,
+    )
+    profile: str | None = option(
+        None,
+        "a folder: a torch.profiler trace of a few more steps of each row, and the "
+        "share of device time in matrix products and attention",
+        group="model suite",
+        metavar="DIR",
+    )
     data: str | None = option(None, "an ImageFolder of JPEGs (default: generate one)", group=E2E_GROUP)
     generate: int = option(E2E.generate, "images to generate without --data", group=E2E_GROUP)
     generate_dir: str = option(E2E.generate_dir, "where the generated images go", group=E2E_GROUP)

@@ -29,9 +29,15 @@ class Assumptions:
     ones (no GPU has run this code yet). :meth:`cautious` is the same with everything slower."""
 
     peak_tflops: float = 989.4  # dense bf16, H100 SXM / H200
-    mfu: dict[str, float] = field(default_factory=lambda: {  # the share of the peak each implementation reaches
-        "fast": 0.40, "peer-compiled": 0.35, "fast-eager": 0.30, "peer": 0.25, "plain": 0.12,
-    })  # fmt: skip
+    mfu: dict[str, float] = field(
+        default_factory=lambda: {  # the share of the peak each implementation reaches
+            "fast": 0.40,
+            "peer-compiled": 0.35,
+            "fast-eager": 0.30,
+            "peer": 0.25,
+            "plain": 0.12,
+        }
+    )
     startup_s: float = 12.0  # Python, torch, the CUDA context, transformers' import
     build_s: float = 3.0  # building a model and its optimizer, moving it to the GPU
     profile_s: float = 3.0  # profiling a row's few steps and writing its trace
@@ -42,9 +48,17 @@ class Assumptions:
 
     def cautious(self) -> Assumptions:
         """Everything 1.5 times slower: the MFUs two thirds as high, start-up and compilation 1.5 times as long."""
-        return Assumptions(self.peak_tflops, {k: v / 1.5 for k, v in self.mfu.items()}, 1.5 * self.startup_s,
-                           1.5 * self.build_s, 1.5 * self.profile_s, 1.5 * self.compile_s, self.jpegs_per_s / 1.5,
-                           self.cpu_pipeline_images_per_s / 1.5, self.gpu_pipeline_images_per_s / 1.5)  # fmt: skip
+        return Assumptions(
+            self.peak_tflops,
+            {k: v / 1.5 for k, v in self.mfu.items()},
+            1.5 * self.startup_s,
+            1.5 * self.build_s,
+            1.5 * self.profile_s,
+            1.5 * self.compile_s,
+            self.jpegs_per_s / 1.5,
+            self.cpu_pipeline_images_per_s / 1.5,
+            self.gpu_pipeline_images_per_s / 1.5,
+        )
 
 
 def step_seconds(config: dict, batch: int, implementation: str, a: Assumptions, mask_ratio: float = 0.75) -> float:

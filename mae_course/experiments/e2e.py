@@ -73,13 +73,21 @@ class EndToEndConfig:
 def pipeline_batches(cfg: EndToEndConfig, pipeline: str, device: torch.device) -> Iterator[torch.Tensor]:
     """Endless (N, 3, S, S) augmented image batches on ``device`` from one pipeline."""
     workers = loader_workers(cfg.data, cfg.num_workers)
-    common = dict(batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
+    common = dict(
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     if pipeline == "gpu":  # as the trainer runs it: seeded crops, the next batches prepared in a background thread
         loader = encoded_loader(encoded_dataset(cfg.data, "pretrain"), **common)
         transform = GpuPretrainTransform(cfg.image_size)
-        epochs = (device_batches(loader, transform, device, functools.partial(stream_seed, 0, 0, epoch))
-                  for epoch in itertools.count())  # fmt: skip
+        epochs = (
+            device_batches(loader, transform, device, functools.partial(stream_seed, 0, 0, epoch))
+            for epoch in itertools.count()
+        )
     else:
         dataset = make_dataset(cfg.data, "pretrain", pretrain_transform(cfg.image_size), cfg.image_size)
         loader = DataLoader(dataset, **common)
@@ -128,12 +136,20 @@ def end_to_end(cfg: EndToEndConfig, progress=print) -> dict[str, Any]:
     progress(f"model only (synthetic images on the device): {model_rate:.1f} images/s")
     rows = []
     for pipeline in cfg.pipelines:
-        loader_rate = images_per_s(pipeline_batches(cfg, pipeline, device), lambda b: None, cfg.steps, cfg.warmup,
-                                   device)  # fmt: skip
-        train_rate = images_per_s(pipeline_batches(cfg, pipeline, device), lambda b: step(b),
-                                  cfg.steps, cfg.warmup, device)  # fmt: skip
-        rows.append({"pipeline": pipeline, "loader_images_per_s": loader_rate, "training_images_per_s": train_rate,
-                     "training_vs_model": train_rate / model_rate})  # fmt: skip
+        loader_rate = images_per_s(
+            pipeline_batches(cfg, pipeline, device), lambda b: None, cfg.steps, cfg.warmup, device
+        )
+        train_rate = images_per_s(
+            pipeline_batches(cfg, pipeline, device), lambda b: step(b), cfg.steps, cfg.warmup, device
+        )
+        rows.append(
+            {
+                "pipeline": pipeline,
+                "loader_images_per_s": loader_rate,
+                "training_images_per_s": train_rate,
+                "training_vs_model": train_rate / model_rate,
+            }
+        )
         progress(e2e_row_text(rows[-1]))
     return {
         "suite": "e2e",
@@ -147,11 +163,17 @@ def end_to_end(cfg: EndToEndConfig, progress=print) -> dict[str, Any]:
 
 
 def e2e_row_text(row: dict[str, Any]) -> str:
-    return (f"{row['pipeline']:>4} pipeline: loader {row['loader_images_per_s']:9.1f} img/s, training "
-            f"{row['training_images_per_s']:9.1f} img/s ({row['training_vs_model'] * 100:5.1f}% of model-only)")  # fmt: skip
+    return (
+        f"{row['pipeline']:>4} pipeline: loader {row['loader_images_per_s']:9.1f} img/s, training "
+        f"{row['training_images_per_s']:9.1f} img/s ({row['training_vs_model'] * 100:5.1f}% of model-only)"
+    )
 
 
 def e2e_text(results: dict[str, Any]) -> str:
-    lines = [f"{results['settings']['model']}, batch {results['settings']['batch_size']}, on {results['hardware']['device']}, "
-             f"{results['data']['images']} images", f"model only: {results['model_images_per_s']:.1f} img/s"]  # fmt: skip
+    settings = results["settings"]
+    lines = [
+        f"{settings['model']}, batch {settings['batch_size']}, on {results['hardware']['device']}, "
+        f"{results['data']['images']} images",
+        f"model only: {results['model_images_per_s']:.1f} img/s",
+    ]
     return "\n".join(lines + [e2e_row_text(row) for row in results["rows"]])

@@ -86,8 +86,11 @@ class SweepConfig:
     pretrain: dict[str, Any] = option({}, "pretraining settings, e.g. '{\"epochs\": 20}'", metavar="JSON")
     linprobe: dict[str, Any] = option({}, "linear-probe settings", metavar="JSON")
     finetune: dict[str, Any] = option({}, "fine-tuning settings", metavar="JSON")
-    stages: tuple[str, ...] = option(("pretrain", "linprobe", "finetune"), "the stages of each value (scratch: "
-                                     "the fine-tuning from random weights)", choices=STAGES)  # fmt: skip
+    stages: tuple[str, ...] = option(
+        ("pretrain", "linprobe", "finetune"),
+        "the stages of each value (scratch: the fine-tuning from random weights)",
+        choices=STAGES,
+    )
 
     def validate(self) -> None:
         """Check every setting of every stage before any work (the stages' checkpoints do not exist yet)."""
@@ -127,8 +130,9 @@ def stage_configs(cfg: SweepConfig, value: Any) -> dict[str, Any]:
     key = ABLATIONS[cfg.ablation][0]
     if key != "model_overrides" and key in cfg.pretrain:
         fixed[key] = f"the swept --ablation {cfg.ablation}"
-    pre = replace(from_mapping(PretrainConfig, cfg.pretrain, "--pretrain", fixed), **common,
-                  output_dir=str(root / "pretrain"))  # fmt: skip
+    pre = replace(
+        from_mapping(PretrainConfig, cfg.pretrain, "--pretrain", fixed), **common, output_dir=str(root / "pretrain")
+    )
     if key == "model_overrides":
         pre.model_overrides = {**pre.model_overrides, cfg.ablation: value}
     else:
@@ -136,15 +140,27 @@ def stage_configs(cfg: SweepConfig, value: Any) -> dict[str, Any]:
     weights = str(final_model(root / "pretrain"))  # model.pth in a folder made before safetensors
     configs: dict[str, Any] = {"pretrain": pre}
     if "linprobe" in cfg.stages:
-        configs["linprobe"] = replace(from_mapping(LinprobeConfig, cfg.linprobe, "--linprobe", fixed), **common,
-                                      checkpoint=weights, output_dir=str(root / "linprobe"))  # fmt: skip
+        configs["linprobe"] = replace(
+            from_mapping(LinprobeConfig, cfg.linprobe, "--linprobe", fixed),
+            **common,
+            checkpoint=weights,
+            output_dir=str(root / "linprobe"),
+        )
     if "finetune" in cfg.stages:
-        configs["finetune"] = replace(from_mapping(FinetuneConfig, cfg.finetune, "--finetune", fixed), **common,
-                                      checkpoint=weights, output_dir=str(root / "finetune"))  # fmt: skip
+        configs["finetune"] = replace(
+            from_mapping(FinetuneConfig, cfg.finetune, "--finetune", fixed),
+            **common,
+            checkpoint=weights,
+            output_dir=str(root / "finetune"),
+        )
     if "scratch" in cfg.stages:  # the pretrained architecture, from random weights, with the same budget
-        configs["scratch"] = replace(from_mapping(FinetuneConfig, cfg.finetune, "--finetune", fixed), **common,
-                                     model=pre.model, model_overrides=dict(pre.model_overrides),
-                                     output_dir=str(root / "scratch"))  # fmt: skip
+        configs["scratch"] = replace(
+            from_mapping(FinetuneConfig, cfg.finetune, "--finetune", fixed),
+            **common,
+            model=pre.model,
+            model_overrides=dict(pre.model_overrides),
+            output_dir=str(root / "scratch"),
+        )
     return configs
 
 
@@ -171,8 +187,9 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     with Stages(cfg.output_dir, SETTINGS, fixed_settings(cfg), "a sweep", _recorded_in_results) as stages:
         for value in cfg.values:
             for stage, run_config in stage_configs(cfg, value).items():
-                stages.run(f"{folder_name(cfg.ablation, value)} {stage}", jobs[stage], run_config,
-                           done_file(stage, run_config))  # fmt: skip
+                stages.run(
+                    f"{folder_name(cfg.ablation, value)} {stage}", jobs[stage], run_config, done_file(stage, run_config)
+                )
             collect(cfg, stages)  # results.json grows value by value
         return collect(cfg, stages)
 
@@ -191,10 +208,14 @@ def collect(cfg: SweepConfig, stages: Stages) -> dict[str, Any]:
             if stage == "pretrain":
                 epochs = [r for r in JsonLog(folder / LOG).read() if "train_loss" in r]
                 times = [r["epoch_time_s"] for r in epochs]
-                entry["pretrain"] = {"final_loss": epochs[-1]["train_loss"], "epochs": len(epochs),
-                                     "train_time_s": sum(times), **timing,
-                                     # robust to an interrupted, resumed run or a busy machine for a while
-                                     "median_epoch_time_s": statistics.median(times)}  # fmt: skip
+                entry["pretrain"] = {
+                    "final_loss": epochs[-1]["train_loss"],
+                    "epochs": len(epochs),
+                    "train_time_s": sum(times),
+                    **timing,
+                    # robust to an interrupted, resumed run or a busy machine for a while
+                    "median_epoch_time_s": statistics.median(times),
+                }
             else:
                 entry[stage] = classifier_results(folder)
         if entry:
@@ -234,12 +255,19 @@ PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 
-AXIS_LABELS = {"mask_ratio": "masking ratio", "epochs": "pretraining epochs", "decoder_depth": "decoder depth",
-               "decoder_embed_dim": "decoder width", "embed_dim": "encoder width", "depth": "encoder depth"}  # fmt: skip
+AXIS_LABELS = {
+    "mask_ratio": "masking ratio",
+    "epochs": "pretraining epochs",
+    "decoder_depth": "decoder depth",
+    "decoder_embed_dim": "decoder width",
+    "embed_dim": "encoder width",
+    "depth": "encoder depth",
+}
 
 
-def sweep_figure(results: dict[str, Any], paper: bool | None = None,
-                 baselines: dict[str, float] | None = None) -> CourseFigure:  # fmt: skip
+def sweep_figure(
+    results: dict[str, Any], paper: bool | None = None, baselines: dict[str, float] | None = None
+) -> CourseFigure:
     """Fine-tune and linear-probe accuracy against the swept value (Figure 5 for mask_ratio).
 
     The top row is the course's measurement, with ``baselines`` (e.g. ``{"finetune": from-scratch

@@ -53,8 +53,10 @@ class Table2Config:
         overrides = self.model_overrides or {}
         varied = sorted({"decoder_depth", "mask_token_in_encoder"} & set(overrides))
         if varied:
-            raise ConfigError(f"the table2 suite varies {', '.join(varied)} itself (--decoder-depths, both encoders); "
-                              "leave it out of --model-overrides")  # fmt: skip
+            raise ConfigError(
+                f"the table2 suite varies {', '.join(varied)} itself (--decoder-depths, both encoders); "
+                "leave it out of --model-overrides"
+            )
         check_mask_ratio(self.mask_ratio, check_model_settings(self.model, overrides))
         if self.batch_size < 1 or self.steps < 1 or self.warmup < 0 or not self.decoder_depths:
             raise ConfigError("batch size and steps must be at least 1, warmup at least 0, and a decoder depth given")
@@ -81,8 +83,9 @@ def table2(cfg: Table2Config) -> dict[str, Any]:
         for variant, in_encoder in (("asymmetric", False), ("mask_tokens_in_encoder", True)):
             settings = {**(cfg.model_overrides or {}), "decoder_depth": depth, "mask_token_in_encoder": in_encoder}
             model = build_model(cfg.model, **settings).to(device)
-            step = make_train_step(model, make_adamw(model, lr=1e-4), mask_ratio=cfg.mask_ratio, amp=cfg.amp,
-                                   compile=cfg.compile)  # fmt: skip
+            step = make_train_step(
+                model, make_adamw(model, lr=1e-4), mask_ratio=cfg.mask_ratio, amp=cfg.amp, compile=cfg.compile
+            )
             steps[variant] = lambda step=step, variant=variant, losses=losses: losses.__setitem__(variant, step(imgs))
             flops[variant] = mae_flops(model.config, cfg.mask_ratio).train_step
         seconds = alternating_seconds(steps, rounds=cfg.steps, warmup=cfg.warmup)
@@ -91,11 +94,19 @@ def table2(cfg: Table2Config) -> dict[str, Any]:
         row: dict[str, Any] = {"decoder_depth": depth}
         for variant, times in seconds.items():
             median = statistics.median(times)
-            row[variant] = {"step_s": median, "images_per_s": cfg.batch_size / median,
-                            "gflops_per_image": flops[variant] / 1e9}  # fmt: skip
+            row[variant] = {
+                "step_s": median,
+                "images_per_s": cfg.batch_size / median,
+                "gflops_per_image": flops[variant] / 1e9,
+            }
         speedup = ratio(seconds["mask_tokens_in_encoder"], seconds["asymmetric"])
-        row.update(speedup=speedup.median, speedup_low=speedup.low, speedup_high=speedup.high, rounds=speedup.rounds,
-                   flop_ratio=flops["mask_tokens_in_encoder"] / flops["asymmetric"])  # fmt: skip
+        row.update(
+            speedup=speedup.median,
+            speedup_low=speedup.low,
+            speedup_high=speedup.high,
+            rounds=speedup.rounds,
+            flop_ratio=flops["mask_tokens_in_encoder"] / flops["asymmetric"],
+        )
         rows.append(row)
         del steps
         if device.type == "cuda":
@@ -113,12 +124,15 @@ def table2(cfg: Table2Config) -> dict[str, Any]:
 def table2_text(results: dict[str, Any]) -> str:
     """A printable table of a table2 result."""
     model = results["settings"]["model"]
-    lines = [f"{model}, batch {results['settings']['batch_size']}, on {results['hardware']['device']}",
-             f"{'decoder depth':>13} {'asymmetric':>14} {'with [M]':>14} {'speed-up':>9} {'FLOP ratio':>11}"]  # fmt: skip
+    lines = [
+        f"{model}, batch {results['settings']['batch_size']}, on {results['hardware']['device']}",
+        f"{'decoder depth':>13} {'asymmetric':>14} {'with [M]':>14} {'speed-up':>9} {'FLOP ratio':>11}",
+    ]
     for row in results["rows"]:
         spread = f"   (rounds: {row['speedup_low']:.2f}x to {row['speedup_high']:.2f}x)" if "speedup_low" in row else ""
+        asymmetric, mask_tokens = (row[k]["step_s"] * 1000 for k in ("asymmetric", "mask_tokens_in_encoder"))
         lines.append(
-            f"{row['decoder_depth']:>13} {row['asymmetric']['step_s'] * 1000:>11.0f} ms {row['mask_tokens_in_encoder']['step_s'] * 1000:>11.0f} ms "
+            f"{row['decoder_depth']:>13} {asymmetric:>11.0f} ms {mask_tokens:>11.0f} ms "
             f"{row['speedup']:>8.2f}x {row['flop_ratio']:>10.2f}x{spread}"
         )
     return "\n".join(lines)

@@ -220,9 +220,16 @@ def profile_steps(step, imgs: torch.Tensor, steps: int, trace: Path) -> dict[str
 def measure(cfg: ThroughputConfig, name: str, implementation: str, batch: int, device: torch.device) -> dict:
     """One (model, implementation, batch size) measurement, or the error that stopped it (e.g. OOM)."""
     peer, compiled, fast = SETTINGS[implementation]
-    row: dict[str, Any] = {"model": name, "implementation": implementation, "batch_size": batch,
-                           "compiled": compiled, "amp": "auto" if fast else "none", "tf32": cfg.tf32,
-                           "attention": "sdpa", "optimizer": "fused" if fast else "foreach"}  # fmt: skip
+    row: dict[str, Any] = {
+        "model": name,
+        "implementation": implementation,
+        "batch_size": batch,
+        "compiled": compiled,
+        "amp": "auto" if fast else "none",
+        "tf32": cfg.tf32,
+        "attention": "sdpa",
+        "optimizer": "fused" if fast else "foreach",
+    }
     model = optimizer = None
     torch._dynamo.reset()  # a fresh compiler: no graphs or dynamic shapes left from another row
     try:
@@ -240,8 +247,12 @@ def measure(cfg: ThroughputConfig, name: str, implementation: str, batch: int, d
                 trace = Path(cfg.profile).expanduser() / f"{name}_{implementation}_{batch}.json.gz"
                 row["profile"] = profile_steps(step, imgs, cfg.profile_steps, trace)
         flops = mae_flops(config, cfg.mask_ratio).train_step
-        row.update(step_ms=seconds * 1000, images_per_s=batch / seconds, gflops_per_image=flops / 1e9,
-                   achieved_tflops=batch * flops / seconds / 1e12)  # fmt: skip
+        row.update(
+            step_ms=seconds * 1000,
+            images_per_s=batch / seconds,
+            gflops_per_image=flops / 1e9,
+            achieved_tflops=batch * flops / seconds / 1e12,
+        )
         peak = cfg.peak_tflops or peak_tflops(device)
         row["mfu"] = row["achieved_tflops"] / peak if peak else None
         if device.type == "cuda":
@@ -271,8 +282,17 @@ def throughput(cfg: ThroughputConfig, progress=print) -> dict[str, Any]:
                 progress(row_text(row))
     for row in rows:  # the speed-up over the peer under the same settings, measured in the same run
         partner = PAIRS.get(row["implementation"])
-        peer = next((r for r in rows if r["implementation"] == partner and r["model"] == row["model"]
-                     and r["batch_size"] == row["batch_size"] and "images_per_s" in r), None)  # fmt: skip
+        peer = next(
+            (
+                r
+                for r in rows
+                if r["implementation"] == partner
+                and r["model"] == row["model"]
+                and r["batch_size"] == row["batch_size"]
+                and "images_per_s" in r
+            ),
+            None,
+        )
         if peer and "images_per_s" in row:
             row["vs_peer"] = row["images_per_s"] / peer["images_per_s"]
     peak = cfg.peak_tflops or peak_tflops(device)
@@ -317,13 +337,18 @@ def row_text(row: dict[str, Any]) -> str:
 
 def throughput_text(results: dict[str, Any]) -> str:
     """A printable table of a model-suite result."""
-    lines = [f"on {results['hardware']['device']} (torch {results['hardware']['torch']}, TF32 "
-             f"{'on' if results.get('tf32') else 'off'}); peer: {results['peer']}"]  # fmt: skip
+    lines = [
+        f"on {results['hardware']['device']} (torch {results['hardware']['torch']}, TF32 "
+        f"{'on' if results.get('tf32') else 'off'}); peer: {results['peer']}"
+    ]
     for row in results["rows"]:
         partner = results.get("pairs", PAIRS).get(row["implementation"])
         peer = f"  {row['vs_peer']:.2f}x {partner}" if "vs_peer" in row else ""
         shares = row.get("profile")
-        profiled = (f"  [{shares['matmul_share'] * 100:.0f}% matmul, {shares['attention_share'] * 100:.0f}% attention]"
-                    if shares else "")  # fmt: skip
+        profiled = (
+            f"  [{shares['matmul_share'] * 100:.0f}% matmul, {shares['attention_share'] * 100:.0f}% attention]"
+            if shares
+            else ""
+        )
         lines.append(row_text(row) + peer + profiled)
     return "\n".join(lines + results.get("notes", []))

@@ -26,8 +26,9 @@ class Ratio(NamedTuple):
         return f"{self.median:.2f}x (from {self.low:.2f}x to {self.high:.2f}x over {self.rounds} rounds)"
 
 
-def alternating_seconds(contenders: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1,
-                        repeats: int = 1) -> dict[str, list[float]]:  # fmt: skip
+def alternating_seconds(
+    contenders: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1, repeats: int = 1
+) -> dict[str, list[float]]:
     """Each contender's seconds per call, one measurement per round, the contenders taking turns.
 
     ``warmup`` untimed rounds come first (first calls allocate and tune); each measurement is the

@@ -31,11 +31,19 @@ PAPER_TABLE3: dict[str, dict[str, float]] = {
 
 # Table 4: COCO detection and instance segmentation, Mask R-CNN with a ViT + FPN backbone.
 PAPER_TABLE4: dict[str, dict[str, dict[str, float]]] = {
-    "AP box": {"supervised": {"ViT-B": 47.9, "ViT-L": 49.3}, "MoCo v3": {"ViT-B": 47.9, "ViT-L": 49.3},
-               "BEiT": {"ViT-B": 49.8, "ViT-L": 53.3}, "MAE": {"ViT-B": 50.3, "ViT-L": 53.3}},
-    "AP mask": {"supervised": {"ViT-B": 42.9, "ViT-L": 43.9}, "MoCo v3": {"ViT-B": 42.7, "ViT-L": 44.0},
-                "BEiT": {"ViT-B": 44.4, "ViT-L": 47.1}, "MAE": {"ViT-B": 44.9, "ViT-L": 47.2}},
-}  # fmt: skip
+    "AP box": {
+        "supervised": {"ViT-B": 47.9, "ViT-L": 49.3},
+        "MoCo v3": {"ViT-B": 47.9, "ViT-L": 49.3},
+        "BEiT": {"ViT-B": 49.8, "ViT-L": 53.3},
+        "MAE": {"ViT-B": 50.3, "ViT-L": 53.3},
+    },
+    "AP mask": {
+        "supervised": {"ViT-B": 42.9, "ViT-L": 43.9},
+        "MoCo v3": {"ViT-B": 42.7, "ViT-L": 44.0},
+        "BEiT": {"ViT-B": 44.4, "ViT-L": 47.1},
+        "MAE": {"ViT-B": 44.9, "ViT-L": 47.2},
+    },
+}
 
 # Table 5: ADE20K semantic segmentation with UperNet, mIoU (%).
 PAPER_TABLE5: dict[str, dict[str, float]] = {
@@ -56,13 +64,22 @@ PAPER_TABLE6: dict[str, dict[str, float]] = {
 
 # Table 7: the target of the reconstruction, on ImageNet-1K (top-1), COCO (AP box) and ADE20K (mIoU).
 PAPER_TABLE7: dict[str, dict[str, dict[str, float]]] = {
-    "pixels": {"IN1K": {"ViT-B": 83.3, "ViT-L": 85.1, "ViT-H": 86.2}, "COCO": {"ViT-B": 49.5, "ViT-L": 52.8},
-               "ADE20K": {"ViT-B": 48.0, "ViT-L": 51.8}},
-    "normalized pixels": {"IN1K": {"ViT-B": 83.6, "ViT-L": 85.9, "ViT-H": 86.9}, "COCO": {"ViT-B": 50.3, "ViT-L": 53.3},
-                          "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.6}},
-    "dVAE tokens": {"IN1K": {"ViT-B": 83.6, "ViT-L": 85.7, "ViT-H": 86.9}, "COCO": {"ViT-B": 50.3, "ViT-L": 53.2},
-                    "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.4}},
-}  # fmt: skip
+    "pixels": {
+        "IN1K": {"ViT-B": 83.3, "ViT-L": 85.1, "ViT-H": 86.2},
+        "COCO": {"ViT-B": 49.5, "ViT-L": 52.8},
+        "ADE20K": {"ViT-B": 48.0, "ViT-L": 51.8},
+    },
+    "normalized pixels": {
+        "IN1K": {"ViT-B": 83.6, "ViT-L": 85.9, "ViT-H": 86.9},
+        "COCO": {"ViT-B": 50.3, "ViT-L": 53.3},
+        "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.6},
+    },
+    "dVAE tokens": {
+        "IN1K": {"ViT-B": 83.6, "ViT-L": 85.7, "ViT-H": 86.9},
+        "COCO": {"ViT-B": 50.3, "ViT-L": 53.2},
+        "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.4},
+    },
+}
 
 
 def paper_figure() -> CourseFigure:
@@ -75,8 +92,10 @@ def paper_figure() -> CourseFigure:
     scaling.set(title="Figure 8: ImageNet-1K fine-tuning", ylabel="top-1 (%)")
     scaling.legend(fontsize=8)
     methods = ("supervised", "MoCo v3", "BEiT", "MAE")
-    for ax, table, title in ((coco, PAPER_TABLE4["AP box"], "Table 4: COCO, AP box"),
-                             (ade, PAPER_TABLE5, "Table 5: ADE20K, mIoU")):  # fmt: skip
+    for ax, table, title in (
+        (coco, PAPER_TABLE4["AP box"], "Table 4: COCO, AP box"),
+        (ade, PAPER_TABLE5, "Table 5: ADE20K, mIoU"),
+    ):
         for i, size in enumerate(("ViT-B", "ViT-L")):
             xs = [j + 0.4 * i for j in range(len(methods))]
             bars = ax.bar(xs, [table[m][size] for m in methods], width=0.38, label=size, color=f"C{i}")
@@ -102,8 +121,14 @@ def model_size_figure(results: dict[str, Any]) -> CourseFigure:
         paper.plot(SIZES, ys, style, label=label)
     for size in SIZES:
         gain = PAPER_TABLE3["MAE"][size] - PAPER_TABLE3["from scratch"][size]
-        paper.annotate(f"+{gain:.1f}", (size, PAPER_TABLE3["MAE"][size]), textcoords="offset points", xytext=(0, 6),
-                       ha="center", fontsize=8)  # fmt: skip
+        paper.annotate(
+            f"+{gain:.1f}",
+            (size, PAPER_TABLE3["MAE"][size]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     paper.set(title="the paper: ViT on ImageNet-1K (Figure 8)", ylabel="top-1 (%)", xlabel="model")
     paper.legend(fontsize=8, loc="lower right")
     runs = results["runs"]
@@ -116,12 +141,21 @@ def model_size_figure(results: dict[str, Any]) -> CourseFigure:
         ours.plot([int(v) for v in values], [runs[v][stage]["top1"] for v in values], style, label=label)
     for v in values:
         gain = runs[v]["finetune"]["top1"] - runs[v]["scratch"]["top1"]
-        ours.annotate(f"{gain:+.1f}", (int(v), runs[v]["finetune"]["top1"]), textcoords="offset points",
-                      xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+        ours.annotate(
+            f"{gain:+.1f}",
+            (int(v), runs[v]["finetune"]["top1"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     ticks = [f"{v}\n({runs[v]['finetune']['trained_parameters'] / 1e6:.2f}M)" for v in values]
     ours.set_xticks([int(v) for v in values], ticks)
-    ours.set(title="this course: mini MAE on the built-in data", ylabel="top-1 (%)",
-             xlabel=f"encoder {'width' if width == 'embed_dim' else 'depth'} (parameters)")  # fmt: skip
+    ours.set(
+        title="this course: mini MAE on the built-in data",
+        ylabel="top-1 (%)",
+        xlabel=f"encoder {'width' if width == 'embed_dim' else 'depth'} (parameters)",
+    )
     ours.axhline(100 / 10, color="0.5", ls=":", lw=1, label="chance")
     ours.legend(fontsize=8, loc="center right")
     return fig
@@ -136,8 +170,10 @@ def label_efficiency_figure(results: dict[int, dict[str, Any]], total: int) -> C
     counts = sorted(results)
     fig = CourseFigure(figsize=(6.5, 3.4), layout="constrained")
     ax = fig.subplots()
-    for run, label, style in (("finetune", "fine-tuned from the MAE", "o-"),
-                              ("finetune_scratch", "trained from scratch", "s--")):  # fmt: skip
+    for run, label, style in (
+        ("finetune", "fine-tuned from the MAE", "o-"),
+        ("finetune_scratch", "trained from scratch", "s--"),
+    ):
         ys = [results[n]["runs"][run]["top1"] for n in counts]
         ax.plot(counts, ys, style, label=label)
         for n, y in zip(counts, ys, strict=True):
@@ -171,8 +207,9 @@ def class_colors(classes: int) -> torch.Tensor:
     return torch.tensor(colors)
 
 
-def segmentation_examples(images: torch.Tensor, truths: torch.Tensor, predictions: dict[str, torch.Tensor],
-                          columns: int = 6) -> CourseFigure:  # fmt: skip
+def segmentation_examples(
+    images: torch.Tensor, truths: torch.Tensor, predictions: dict[str, torch.Tensor], columns: int = 6
+) -> CourseFigure:
     """A grid: the images, their true label maps, then one row of predicted maps per model.
 
     Args:

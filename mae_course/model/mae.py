@@ -1,4 +1,5 @@
-"""Lessons 03-04 put together: the Masked Autoencoder, an asymmetric ViT encoder-decoder trained to fill in removed patches.
+"""Lessons 03-04 put together: the Masked Autoencoder, an asymmetric ViT encoder-decoder trained to fill
+in removed patches.
 
     image ─ patchify ─ embed + pos ─ keep 25% ─ [cls] + visible ─ encoder ─┐
                                                                             │
@@ -67,13 +68,20 @@ class MaskedAutoencoder(nn.Module):
         if mask_sampling not in SAMPLINGS:
             raise ValueError(f"unknown mask_sampling {mask_sampling!r}; choose one of {', '.join(SAMPLINGS)}")
         self.config = dict(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-            decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads, mlp_ratio=mlp_ratio,
-            norm_pix_loss=norm_pix_loss, mask_token_in_encoder=mask_token_in_encoder,
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            decoder_embed_dim=decoder_embed_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            mlp_ratio=mlp_ratio,
+            norm_pix_loss=norm_pix_loss,
+            mask_token_in_encoder=mask_token_in_encoder,
             mask_sampling=mask_sampling,
-        )  # fmt: skip
+        )
         self.norm_pix_loss = norm_pix_loss
         self.mask_token_in_encoder = mask_token_in_encoder
         self.mask_sampling = mask_sampling

@@ -23,39 +23,81 @@ DEFAULT_MODEL = "mae_vit_mini_patch4_32"  # the course's architecture: pretraini
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     # The paper's models, 224x224 input (Table 3; decoder of Table 1a/1b).
     "mae_vit_base_patch16": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, **_PAPER_DECODER),
-    "mae_vit_large_patch16": dict(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16, **_PAPER_DECODER),
+    "mae_vit_large_patch16": dict(
+        img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16, **_PAPER_DECODER
+    ),
     "mae_vit_huge_patch14": dict(img_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, **_PAPER_DECODER),
     # CPU-sized models for the course's built-in data: an 8x8 grid of patches (64 tokens),
     # so that 75% masking leaves 16 visible patches, as 49 of 196 do at 224 px.
     # "mini" trains in minutes on a laptop CPU; "tiny" has ViT-Ti's width (192) for longer runs.
     "mae_vit_mini_patch4_32": dict(
-        img_size=32, patch_size=4, embed_dim=128, depth=6, num_heads=4,
-        decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3,
+        img_size=32,
+        patch_size=4,
+        embed_dim=128,
+        depth=6,
+        num_heads=4,
+        decoder_embed_dim=96,
+        decoder_depth=2,
+        decoder_num_heads=3,
     ),
     "mae_vit_mini_patch8_64": dict(
-        img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4,
-        decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3,
+        img_size=64,
+        patch_size=8,
+        embed_dim=128,
+        depth=6,
+        num_heads=4,
+        decoder_embed_dim=96,
+        decoder_depth=2,
+        decoder_num_heads=3,
     ),
     "mae_vit_tiny_patch4_32": dict(
-        img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3,
-        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
+        img_size=32,
+        patch_size=4,
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        decoder_embed_dim=128,
+        decoder_depth=2,
+        decoder_num_heads=4,
     ),
     "mae_vit_tiny_patch8_64": dict(
-        img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3,
-        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
+        img_size=64,
+        patch_size=8,
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        decoder_embed_dim=128,
+        decoder_depth=2,
+        decoder_num_heads=4,
     ),
-}  # fmt: skip
+}
 
 
 # What each constructor setting of MaskedAutoencoder may be (the same checks before any model is built).
-_POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
-                  "decoder_depth", "decoder_num_heads")  # fmt: skip
+_POSITIVE_INTS = (
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "decoder_embed_dim",
+    "decoder_depth",
+    "decoder_num_heads",
+)
 _BOOLS = ("norm_pix_loss", "mask_token_in_encoder")
 # Bounds far beyond any real ViT (ViT-H: 1280 wide, 32 blocks, 256 patches, 0.6 billion parameters) that stop
 # a crafted config (a checkpoint's header, a save_pretrained folder) before it allocates terabytes or loops
 # for hours building a billion blocks.
-MAXIMA = {"img_size": MAX_IMAGE_SIZE, "in_chans": 64, "embed_dim": 16384, "depth": 256, "decoder_embed_dim": 16384,
-          "decoder_depth": 256, "mlp_ratio": 64}  # fmt: skip
+MAXIMA = {
+    "img_size": MAX_IMAGE_SIZE,
+    "in_chans": 64,
+    "embed_dim": 16384,
+    "depth": 256,
+    "decoder_embed_dim": 16384,
+    "decoder_depth": 256,
+    "mlp_ratio": 64,
+}
 MAX_PATCHES = 65_536
 MAX_PARAMETERS = 5_000_000_000
 
@@ -100,11 +142,15 @@ def check_architecture(settings: dict[str, Any], name: str | None = None) -> Non
             f"image size {size} is not divisible by the patch size {patch}{of}; use a multiple of {patch}"
         )
     if (size // patch) ** 2 > MAX_PATCHES:
-        raise ConfigError(f"image size {size} with patch size {patch} makes {(size // patch) ** 2} patches, more than "
-                          f"{MAX_PATCHES}; use a larger patch size or a smaller image")  # fmt: skip
+        raise ConfigError(
+            f"image size {size} with patch size {patch} makes {(size // patch) ** 2} patches, more than "
+            f"{MAX_PATCHES}; use a larger patch size or a smaller image"
+        )
     if (count := parameter_count(settings)) > MAX_PARAMETERS:
-        raise ConfigError(f"these model settings would hold {count / 1e9:.1f} billion parameters, more than "
-                          f"{MAX_PARAMETERS // 10**9} billion")  # fmt: skip
+        raise ConfigError(
+            f"these model settings would hold {count / 1e9:.1f} billion parameters, more than "
+            f"{MAX_PARAMETERS // 10**9} billion"
+        )
 
 
 def check_model_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -56,10 +56,17 @@ class VisionTransformer(nn.Module):
         if global_pool not in POOLINGS:
             raise ValueError(f"unknown global_pool {global_pool!r}; choose one of {', '.join(POOLINGS)}")
         self.config = dict(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            global_pool=global_pool, drop_path=drop_path,
-        )  # fmt: skip
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            global_pool=global_pool,
+            drop_path=drop_path,
+        )
         self.global_pool = global_pool
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))

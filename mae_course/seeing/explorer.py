@@ -97,8 +97,12 @@ def explore(model: MaskedAutoencoder, settings: ExplorerSettings = ExplorerSetti
     noise = mask_noise(settings.sampling, 1, model.grid_size, settings.mask_ratio, generator=generator)
     rec = reconstruct(model, imgs, settings.mask_ratio, noise=noise)
     p = model.patch_size
-    panels = [("original", rec.original[0]), (f"masked ({settings.mask_ratio:.0%}, {settings.sampling})", rec.masked[0]),
-              ("reconstruction", rec.reconstruction[0]), ("reconstruction + visible", rec.pasted[0])]  # fmt: skip
+    panels = [
+        ("original", rec.original[0]),
+        (f"masked ({settings.mask_ratio:.0%}, {settings.sampling})", rec.masked[0]),
+        ("reconstruction", rec.reconstruction[0]),
+        ("reconstruction + visible", rec.pasted[0]),
+    ]
     if settings.norm_pix_view:  # the normalized-pixel space: what a norm-pix model is trained to predict
         with torch.no_grad():
             _, pred, mask = model(imgs, mask_ratio=settings.mask_ratio, noise=noise)
@@ -108,8 +112,12 @@ def explore(model: MaskedAutoencoder, settings: ExplorerSettings = ExplorerSetti
         def view(t: torch.Tensor) -> torch.Tensor:
             return (unpatchify(t, p, model.grid_size)[0] * 0.2 + 0.5).clamp(0, 1)
 
-        panels = [("original", rec.original[0]), ("normalized target", view(target)),
-                  ("prediction (normalized)", view(shown)), ("prediction + visible", view(paste_visible(shown, target, mask)))]  # fmt: skip
+        panels = [
+            ("original", rec.original[0]),
+            ("normalized target", view(target)),
+            ("prediction (normalized)", view(shown)),
+            ("prediction + visible", view(paste_visible(shown, target, mask))),
+        ]
     fig = CourseFigure(figsize=(13, 3.0), layout="constrained")
     axes = fig.subplots(1, 5)
     for ax, (title, image) in zip(axes, panels, strict=False):
@@ -118,8 +126,13 @@ def explore(model: MaskedAutoencoder, settings: ExplorerSettings = ExplorerSetti
     error = rec.patch_error[0].clone()
     error[rec.mask[0] == 0] = float("nan")  # visible patches are not scored: drawn grey, apart from the scale
     cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.6")
-    heat = axes[4].imshow(error.reshape(model.grid_size).numpy(), cmap=cmap, vmin=0, vmax=error_scale(model, imgs),
-                          interpolation="nearest")  # fmt: skip
+    heat = axes[4].imshow(
+        error.reshape(model.grid_size).numpy(),
+        cmap=cmap,
+        vmin=0,
+        vmax=error_scale(model, imgs),
+        interpolation="nearest",
+    )
     axes[4].set_title("error per removed patch (grey: visible)", fontsize=9)
     bar = fig.colorbar(heat, ax=axes[4], fraction=0.046, pad=0.04)
     bar.set_label("mean squared error per value", fontsize=8)

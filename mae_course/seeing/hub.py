@@ -91,6 +91,7 @@ def load_released(name: str, folder: str | os.PathLike | None = None, **override
         raise DataError(f"{path} is not there yet; run download_released({name!r}) or: {download_command(name)}")
     if name.startswith("mae_pretrain_") and not name.endswith("_full"):
         raise DataError(
-            f"{name} holds the encoder only; use it as --checkpoint of linprobe or finetune (with --model {architecture})"
+            f"{name} holds the encoder only; "
+            f"use it as --checkpoint of linprobe or finetune (with --model {architecture})"
         )
     return load_model(path, architecture, **overrides)

@@ -1,6 +1,6 @@
 """Lesson 06: the MAE as an ONNX graph, to run it wherever ONNX Runtime runs, a web page included.
 
-    python -m mae_course export-onnx                       # the shipped mini MAE -> runs/onnx/mae_vit_mini_builtin32.onnx
+    python -m mae_course export-onnx    # the shipped mini MAE -> runs/onnx/mae_vit_mini_builtin32.onnx
     python -m mae_course export-onnx --checkpoint runs/demo/model.safetensors --output demo.onnx
 
 The graph takes the masking noise as an input, so a mask is reproducible and the same as in
@@ -48,8 +48,9 @@ _EXTRA = 'ONNX export needs the onnx extra: pip install "mae_course[onnx]" (onnx
 class OnnxExportConfig:
     """Settings of ``export-onnx``: which checkpoint, and where the graph goes."""
 
-    checkpoint: str | None = option(None, "the course checkpoint to export, .safetensors or .pth (default: the "
-                                    "shipped mini MAE)")  # fmt: skip
+    checkpoint: str | None = option(
+        None, "the course checkpoint to export, .safetensors or .pth (default: the shipped mini MAE)"
+    )
     model: str | None = option(None, "the architecture of a checkpoint that carries no config (a released MAE file)")
     output: str | None = option(None, "the .onnx file to write (default: runs/onnx/<checkpoint name>.onnx)")
 
@@ -85,8 +86,10 @@ def check_exportable(model: Any) -> MaskedAutoencoder:
     if not isinstance(model, MaskedAutoencoder):
         raise ConfigError(f"only a MaskedAutoencoder exports to ONNX here, not a {type(model).__name__}")
     if model.mask_token_in_encoder:
-        raise ConfigError("this model is the mask-token-in-encoder baseline of Table 2, which the ONNX export does "
-                          "not support: export an MAE whose encoder sees the visible patches only")  # fmt: skip
+        raise ConfigError(
+            "this model is the mask-token-in-encoder baseline of Table 2, which the ONNX export does "
+            "not support: export an MAE whose encoder sees the visible patches only"
+        )
     return model
 
 
@@ -118,10 +121,15 @@ def onnx_bytes(model: MaskedAutoencoder) -> bytes:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            ExportedMAE(model), example, dynamo=True, verbose=False, input_names=list(INPUTS),
-            output_names=list(OUTPUTS), dynamic_shapes={"images": {0: batch}, "noise": {0: batch}, "len_keep": None},
+            ExportedMAE(model),
+            example,
+            dynamo=True,
+            verbose=False,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_shapes={"images": {0: batch}, "noise": {0: batch}, "len_keep": None},
             custom_translation_table={torch.ops.aten.sort.stable: _stable_sort},
-        )  # fmt: skip
+        )
     onnx_model = program.model_proto
     onnx_model.metadata_props.add(key="mae_course.model", value=json.dumps(model.config, sort_keys=True))
     return onnx_model.SerializeToString()

@@ -103,8 +103,13 @@ def train_one_epoch(
             mean = mean_across_ranks(window_sum / window_count).item()  # the one host sync per log line
             check_finite(mean, run)
             images_per_s = window_count * images_per_micro / (time.perf_counter() - window_start)
-            record = {"step": progress.step, "epoch": progress.epoch + progress.micro_in_epoch / micro_per_epoch,
-                      "loss": mean, "lr": lr, "images_per_s": images_per_s}  # fmt: skip
+            record = {
+                "step": progress.step,
+                "epoch": progress.epoch + progress.micro_in_epoch / micro_per_epoch,
+                "loss": mean,
+                "lr": lr,
+                "images_per_s": images_per_s,
+            }
             if step.grad_sync_check:
                 record["grad_sync_max_diff"] = step.grad_sync_diff
             run.log.write(record)

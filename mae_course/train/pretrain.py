@@ -41,8 +41,9 @@ from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
 from .engine import epoch_indices, train_one_epoch
 from .recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS, Schedule, make_adamw
-from .run import FINAL_MODEL, Run, final_model, step_plan
+from .run import FINAL_MODEL, Run, final_model
 from .step import make_train_step
+from .step_plan import step_plan
 
 SPEED = "speed (each option gives the same losses, up to rounding; see also --amp)"
 # What a resumed pretraining run may change: config.NOT_COMPARED, the pictures, and the speed options.
@@ -55,8 +56,9 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
 
     output_dir: str = "runs/pretrain"
     model: str = option(DEFAULT_MODEL, "the architecture", group="model", choices=tuple(MODEL_CONFIGS))
-    model_overrides: dict[str, Any] = option({}, "constructor overrides, e.g. '{\"decoder_depth\": 1}'",
-                                             group="model", metavar="JSON")  # fmt: skip
+    model_overrides: dict[str, Any] = option(
+        {}, "constructor overrides, e.g. '{\"decoder_depth\": 1}'", group="model", metavar="JSON"
+    )
     norm_pix_loss: bool = option(False, "predict per-patch normalized pixels", group="model", negatable=True)
     mask_ratio: float = option(0.75, "fraction of the patches removed", group="model")
     mask_sampling: str = option(
@@ -77,13 +79,23 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
     optimizer_impl: str = option("auto", OPTIMIZER_IMPL_HELP, group=SPEED, choices=OPTIMIZER_IMPLS)
     compile: bool = option(False, "torch.compile the model: a slow first step (compiling), faster after", group=SPEED)
     grad_checkpointing: bool = option(
-        False, "recompute each block's activations in the backward pass: less activation memory (ViT-H, big batches), "
-        "~30%% more compute", group=SPEED)  # fmt: skip
+        False,
+        "recompute each block's activations in the backward pass: less activation memory (ViT-H, big batches), "
+        "~30%% more compute",
+        group=SPEED,
+    )
     data_pipeline: str = option(
-        "auto", "cpu: workers decode and augment; gpu: workers only read the files, the GPU decodes the JPEGs and "
-        "augments (ImageFolder data); auto: gpu on CUDA with an ImageFolder, else cpu", group=SPEED, choices=PIPELINES)  # fmt: skip
-    bucket_cap_mb: float = option(DEFAULT_BUCKET_CAP_MB, "under torchrun: DDP all-reduces the gradients in buckets of "
-                                  "this many MB (torch's default)", group=SPEED)  # fmt: skip
+        "auto",
+        "cpu: workers decode and augment; gpu: workers only read the files, the GPU decodes the JPEGs and "
+        "augments (ImageFolder data); auto: gpu on CUDA with an ImageFolder, else cpu",
+        group=SPEED,
+        choices=PIPELINES,
+    )
+    bucket_cap_mb: float = option(
+        DEFAULT_BUCKET_CAP_MB,
+        "under torchrun: DDP all-reduces the gradients in buckets of this many MB (torch's default)",
+        group=SPEED,
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting."""
@@ -91,8 +103,12 @@ class PretrainConfig(RunOptions, OptimOptions, DataOptions):
         self.validate_data()
         self.validate_optim()
         self.validate_run()
-        flags = {"img_size": "--image-size", "norm_pix_loss": "--norm-pix-loss", "mask_sampling": "--mask-sampling",
-                 "mask_token_in_encoder": "--mask-token-in-encoder"}  # fmt: skip
+        flags = {
+            "img_size": "--image-size",
+            "norm_pix_loss": "--norm-pix-loss",
+            "mask_sampling": "--mask-sampling",
+            "mask_token_in_encoder": "--mask-token-in-encoder",
+        }
         for key in set(flags) & set(self.model_overrides):
             raise ConfigError(f"set {key} with {flags[key]}, not in --model-overrides")
         settings = check_model_settings(self.model, {"img_size": self.image_size, **self.model_overrides})
@@ -122,20 +138,52 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
         # ---- set-up: everything is built and checked before anything is written
         run = Run(cfg.output_dir, cfg.resume, cfg.overwrite, rt, kind="pretrain")
         torch.manual_seed(cfg.seed + rt.rank)
-        model = build_model(cfg.model, img_size=cfg.image_size, norm_pix_loss=cfg.norm_pix_loss,
-                            mask_sampling=cfg.mask_sampling, mask_token_in_encoder=cfg.mask_token_in_encoder,
-                            **cfg.model_overrides).to(rt.device)  # fmt: skip
-        images = PretrainingImages(cfg.data, cfg.image_size, rt.device, cfg.data_pipeline, cfg.augment,
-                                   cfg.crop_min_scale, cfg.data_root, cfg.download, cfg.skip_bad_images, cfg.subset)  # fmt: skip
+        model = build_model(
+            cfg.model,
+            img_size=cfg.image_size,
+            norm_pix_loss=cfg.norm_pix_loss,
+            mask_sampling=cfg.mask_sampling,
+            mask_token_in_encoder=cfg.mask_token_in_encoder,
+            **cfg.model_overrides,
+        ).to(rt.device)
+        images = PretrainingImages(
+            cfg.data,
+            cfg.image_size,
+            rt.device,
+            cfg.data_pipeline,
+            cfg.augment,
+            cfg.crop_min_scale,
+            cfg.data_root,
+            cfg.download,
+            cfg.skip_bad_images,
+            cfg.subset,
+        )
         sampler = DistributedSampler(
             images.dataset, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True
         )
-        schedule = Schedule.plan(len(images), cfg.batch_size, cfg.accum_iter, rt.world_size, cfg.epochs,
-                                 cfg.warmup_epochs, cfg.blr, cfg.lr, cfg.min_lr)  # fmt: skip
+        schedule = Schedule.plan(
+            len(images),
+            cfg.batch_size,
+            cfg.accum_iter,
+            rt.world_size,
+            cfg.epochs,
+            cfg.warmup_epochs,
+            cfg.blr,
+            cfg.lr,
+            cfg.min_lr,
+        )
         optimizer = make_adamw(model, schedule.peak_lr, cfg.weight_decay, cfg.betas, impl=cfg.optimizer_impl)
-        step = make_train_step(model, optimizer, mask_ratio=cfg.mask_ratio, amp=cfg.amp, compile=cfg.compile,
-                               grad_checkpointing=cfg.grad_checkpointing, distributed=rt.distributed,
-                               bucket_cap_mb=cfg.bucket_cap_mb, accum_iter=cfg.accum_iter)  # fmt: skip
+        step = make_train_step(
+            model,
+            optimizer,
+            mask_ratio=cfg.mask_ratio,
+            amp=cfg.amp,
+            compile=cfg.compile,
+            grad_checkpointing=cfg.grad_checkpointing,
+            distributed=rt.distributed,
+            bucket_cap_mb=cfg.bucket_cap_mb,
+            accum_iter=cfg.accum_iter,
+        )
         step.grad_sync_check = cfg.check_grad_sync and rt.distributed
         workers = loader_workers(cfg.data, cfg.num_workers, announce=rt.is_main)
         batches = images.loader(cfg.batch_size, workers, seed=cfg.seed, rank=rt.rank)  # workers start once, for the run
@@ -168,21 +216,36 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
             quiet = runs_quietly()
             if rt.is_main and not quiet:
                 processes = f" x {rt.world_size} processes" if rt.distributed else ""
-                print(f"pretraining {cfg.model} on {cfg.data} ({len(images)} images, {cfg.image_size}px) on "
-                      f"{rt.device}{processes}: {cfg.epochs} epochs x {schedule.steps_per_epoch} steps, effective batch "
-                      f"{schedule.effective_batch}, lr {schedule.peak_lr:.3g}; writing to {run.out}")  # fmt: skip
+                print(
+                    f"pretraining {cfg.model} on {cfg.data} ({len(images)} images, {cfg.image_size}px) on "
+                    f"{rt.device}{processes}: {cfg.epochs} epochs x {schedule.steps_per_epoch} steps, effective batch "
+                    f"{schedule.effective_batch}, lr {schedule.peak_lr:.3g}; writing to {run.out}"
+                )
 
             # ---- the epochs (one progress bar for the whole run)
-            bar = tqdm(total=schedule.total_steps, initial=run.progress.step, desc="pretrain", unit="step",
-                       disable=not rt.is_main or quiet, dynamic_ncols=True)  # fmt: skip
+            bar = tqdm(
+                total=schedule.total_steps,
+                initial=run.progress.step,
+                desc="pretrain",
+                unit="step",
+                disable=not rt.is_main or quiet,
+                dynamic_ncols=True,
+            )
             with bar:
                 while run.progress.epoch < cfg.epochs:
                     p = run.progress
                     indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
                     time_before = p.seconds
-                    loss = train_one_epoch(step, batches.epoch(p.epoch, indices, first=p.micro_in_epoch), schedule, run,
-                                           images_per_micro=cfg.batch_size * rt.world_size, log_every=cfg.log_every,
-                                           on_step=on_step, bar=bar)  # fmt: skip
+                    loss = train_one_epoch(
+                        step,
+                        batches.epoch(p.epoch, indices, first=p.micro_in_epoch),
+                        schedule,
+                        run,
+                        images_per_micro=cfg.batch_size * rt.world_size,
+                        log_every=cfg.log_every,
+                        on_step=on_step,
+                        bar=bar,
+                    )
                     if loss is not None:  # the epoch ended (else Ctrl-C stopped it at a step boundary)
                         skipped = round(sum_across_ranks(images.skipped(), rt.device)) if cfg.skip_bad_images else 0
                         record = {"epoch": p.epoch + 1, "train_loss": loss, "epoch_time_s": p.seconds - time_before}
@@ -210,16 +273,19 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                     print(f"{run.out} had already finished all {cfg.epochs} epochs; {done}")
                 elif quiet:
                     epochs = [r for r in run.log.read() if "train_loss" in r]
-                    print(f"pretrain: {cfg.model}, {len(epochs)} epochs, loss {epochs[-1]['train_loss']:.4f}, "
-                          f"{run.progress.seconds / 60:.1f} min ({run.out})")  # fmt: skip
+                    print(
+                        f"pretrain: {cfg.model}, {len(epochs)} epochs, loss {epochs[-1]['train_loss']:.4f}, "
+                        f"{run.progress.seconds / 60:.1f} min ({run.out})"
+                    )
             barrier()
             return summary
     finally:
         shutdown()
 
 
-def finish(run: Run, model: torch.nn.Module, settings: dict[str, Any], figure: Callable[[str, str], None],
-           trained: bool) -> list[str]:  # fmt: skip
+def finish(
+    run: Run, model: torch.nn.Module, settings: dict[str, Any], figure: Callable[[str, str], None], trained: bool
+) -> list[str]:
     """Write the final files: all of them after training, else only those missing; returns their names."""
     written = []
     if trained or not final_model(run.out).exists():

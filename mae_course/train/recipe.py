@@ -64,9 +64,19 @@ class Schedule:
     min_lr: float = 0.0
 
     @classmethod
-    def plan(cls, images: int, batch_size: int, accum_iter: int, world_size: int, epochs: int,
-             warmup_epochs: float, blr: float, lr: float | None = None, min_lr: float = 0.0,
-             what: str = "the dataset") -> Schedule:  # fmt: skip
+    def plan(
+        cls,
+        images: int,
+        batch_size: int,
+        accum_iter: int,
+        world_size: int,
+        epochs: int,
+        warmup_epochs: float,
+        blr: float,
+        lr: float | None = None,
+        min_lr: float = 0.0,
+        what: str = "the dataset",
+    ) -> Schedule:
         """The schedule of ``epochs`` passes over ``images`` images (shared by the processes);
         too few images for one effective batch is a DataError, a ``min_lr`` above the peak lr a ConfigError."""
         effective_batch = batch_size * accum_iter * world_size
@@ -79,10 +89,18 @@ class Schedule:
         peak = lr if lr is not None else scaled_lr(blr, effective_batch)
         if min_lr > peak:  # the cosine would rise from the peak to min_lr
             rule = "--lr" if lr is not None else f"--blr {blr:g} x effective batch {effective_batch} / 256"
-            raise ConfigError(f"min lr {min_lr:g} is above the peak lr {peak:g} ({rule}), so the lr would rise instead of "
-                              "decaying; give a lower --min-lr, or a higher --blr or --lr")  # fmt: skip
-        return cls(steps_per_epoch, epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch),
-                   effective_batch, peak, min_lr)  # fmt: skip
+            raise ConfigError(
+                f"min lr {min_lr:g} is above the peak lr {peak:g} ({rule}), so the lr would rise instead of "
+                "decaying; give a lower --min-lr, or a higher --blr or --lr"
+            )
+        return cls(
+            steps_per_epoch,
+            epochs * steps_per_epoch,
+            round(warmup_epochs * steps_per_epoch),
+            effective_batch,
+            peak,
+            min_lr,
+        )
 
     def lr(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""

@@ -17,7 +17,7 @@ What a run promises:
 * **One writer per folder.** The folder is locked while a run writes it; a second run is refused.
 * **One run per folder.** A folder with any file of a run is reused only to resume it, or after
   ``--overwrite`` has removed all of them (:mod:`~mae_course.train.run_folder`); a resume must keep
-  the size of a step (:func:`same_steps`), which the step count and the lr schedule are counted in.
+  the size of a step (:mod:`~mae_course.train.step_plan`), which the step count and the lr schedule are counted in.
 * **Ctrl-C stops at a step boundary.** The first Ctrl-C only raises a flag; the loop sees it at
   the end of the current optimizer step, the run saves a checkpoint there and stops. Resuming
   then gives the very losses of an uninterrupted run: the saved random generators are those
@@ -57,6 +57,7 @@ from .run_folder import (  # noqa: F401 - the folder's file names, also imported
     remove_run_files,
     run_marker,
 )
+from .step_plan import same_steps, saved_plan
 
 
 @dataclass
@@ -143,52 +144,6 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignored: set[st
     ]
 
 
-def step_plan(steps_per_epoch: int, batch_size: int, accum_iter: int, processes: int) -> dict[str, int]:
-    """What one optimizer step of a run is: its images, how they are split, and the steps of an epoch.
-    A job records it with its settings (``settings["plan"]``); a resumed run must keep it."""
-    return {"effective_batch": batch_size * accum_iter * processes, "batch_size": batch_size, "accum_iter": accum_iter,
-            "processes": processes, "steps_per_epoch": steps_per_epoch}  # fmt: skip
-
-
-def saved_plan(ckpt: dict[str, Any], kind: str, path: Path) -> dict[str, int]:
-    """The step plan a checkpoint was saved with; for a checkpoint made before plans were recorded, the
-    one its settings and its number of processes give (its steps per epoch unknown: 0)."""
-    config = ckpt["config"]
-    plan = config.get("plan")
-    if plan is None:
-        run, rng = config[kind], ckpt.get("rng")
-        batch, accum = run.get("batch_size"), run.get("accum_iter", 1)
-        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (batch, accum))
-        plan = step_plan(0, batch, accum, len(rng) if isinstance(rng, list) else 1) if ok else None
-    least = {"effective_batch": 1, "batch_size": 1, "accum_iter": 1, "processes": 1, "steps_per_epoch": 0}
-    if not (isinstance(plan, dict) and all(type(plan.get(k)) is int and plan[k] >= n for k, n in least.items())):
-        raise CheckpointError(f"{path} is not a usable checkpoint: its step plan is {plan!r}")
-    return plan
-
-
-def same_steps(saved: dict[str, int], plan: dict[str, int], path: Path, progress: Progress) -> int:
-    """Refuse to resume with steps of another size (another effective batch, or steps per epoch): the
-    saved step count and the lr schedule count steps of the saved size. The same images per step split
-    otherwise (batch 32 x accum 2 for batch 64: less memory) resume; returns the checkpoint's position
-    in this run's micro-batches (a checkpoint is always at a step boundary)."""
-
-    def described(p: dict[str, int]) -> str:
-        per_epoch = f", {p['steps_per_epoch']} steps per epoch" if p["steps_per_epoch"] else ""
-        return (f"{p['effective_batch']} images per step (batch {p['batch_size']} x accum {p['accum_iter']} x "
-                f"{p['processes']} process{'es' if p['processes'] != 1 else ''}){per_epoch}")  # fmt: skip
-
-    known = saved["steps_per_epoch"] != 0
-    if saved["effective_batch"] != plan["effective_batch"] or (
-        known and saved["steps_per_epoch"] != plan["steps_per_epoch"]
-    ):
-        raise ConfigError(
-            f"cannot resume {path} with these settings: it was trained with {described(saved)}; these make "
-            f"{described(plan)}. Its step count and lr schedule would not fit: resume with batch x accum x processes "
-            f"= {saved['effective_batch']} on the same images, or start over with --overwrite"
-        )
-    return progress.micro_in_epoch // saved["accum_iter"] * plan["accum_iter"]
-
-
 def all_finite(model: nn.Module) -> bool:
     """Whether every parameter and buffer of ``model`` is finite (one read-back for all of them)."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
@@ -258,8 +213,12 @@ class Run:
             signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
             raise KeyboardInterrupt
         self.stop_requested = True
-        print("\nCtrl-C: stopping at the end of this step and saving a checkpoint (Ctrl-C again: stop at once, "
-              "keeping the last checkpoint)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            "\nCtrl-C: stopping at the end of this step and saving a checkpoint (Ctrl-C again: stop at once, "
+            "keeping the last checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def write_config(self, settings: dict[str, Any]) -> None:
         """Write config.json: ``settings`` and the provenance of this part of the run. Resuming keeps
@@ -281,8 +240,14 @@ class Run:
         atomic_write_json(path, record)
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-             config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def save(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None,
+        config: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """Write a resumable checkpoint (atomically): weights, optimizer, scaler, progress, every
         process's random generators. Refuses non-finite weights: the last good checkpoint is kept."""
         if not everyone(all_finite(model)):
@@ -320,8 +285,16 @@ class Run:
         torch.distributed.all_gather_object(gathered, state)
         return gathered
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                settings: dict[str, Any], ignored: set[str], seed: int, plan: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+    def restore(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None,
+        settings: dict[str, Any],
+        ignored: set[str],
+        seed: int,
+        plan: dict[str, int],
+    ) -> dict[str, Any]:
         """Load the checkpoint to resume from into ``model``, ``optimizer`` and ``scaler``; set the
         progress and the random generators; returns the checkpoint (for the job's own keys).
 
@@ -339,13 +312,17 @@ class Run:
         if missing:
             raise CheckpointError(f"{path} is not a resumable {self.kind} checkpoint (no {', '.join(missing)})")
         self.progress = Progress.from_checkpoint(ckpt, path)
-        self.progress.micro_in_epoch = same_steps(saved_plan(ckpt, self.kind, path), plan, path, self.progress)
+        self.progress.micro_in_epoch = same_steps(
+            saved_plan(ckpt, self.kind, path), plan, path, self.progress.micro_in_epoch
+        )
         saved_model = next((config[k] for k in ("model", "classifier") if isinstance(config.get(k), dict)), None)
         own = getattr(model, "config", None)
         if saved_model is not None and own is not None and saved_model != own:
             differ = sorted(k for k in {*saved_model, *own} if saved_model.get(k) != own.get(k))
-            raise CheckpointError(f"{path} was trained with other model settings ({', '.join(differ)} differ); resume "
-                                  "with the same --model and model flags")  # fmt: skip
+            raise CheckpointError(
+                f"{path} was trained with other model settings ({', '.join(differ)} differ); resume "
+                "with the same --model and model flags"
+            )
         if not isinstance(ckpt["model"], dict):
             raise CheckpointError(f"{path} is not a usable checkpoint: its model is a {type(ckpt['model']).__name__}")
         load_weights(model, ckpt["model"])
@@ -367,9 +344,11 @@ class Run:
     def _restore_rng(self, saved: Any, path: Path, seed: int) -> None:
         if isinstance(saved, list) and len(saved) != self.rt.world_size:
             torch.manual_seed(seed + self.rt.rank + 1_000_003 * self.progress.step)
-            note = (f"{path} was saved by {len(saved)} processes and this run has {self.rt.world_size}: the random "
-                    f"generators are reseeded from seed {seed}, the process and step {self.progress.step}, so from here "
-                    "on the data order and masks differ from an uninterrupted run")  # fmt: skip
+            note = (
+                f"{path} was saved by {len(saved)} processes and this run has {self.rt.world_size}: the random "
+                f"generators are reseeded from seed {seed}, the process and step {self.progress.step}, so from here "
+                "on the data order and masks differ from an uninterrupted run"
+            )
             if self.rt.is_main:
                 print(f"note: {note}")
             self.log.write({"step": self.progress.step, "note": note})

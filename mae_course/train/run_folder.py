@@ -55,9 +55,11 @@ def remove_run_files(folder: Path) -> None:
 def _readable(record: Any) -> bool:
     """A log record: a JSON object whose step and epoch, where given, are numbers."""
     return isinstance(record, dict) and all(
-        isinstance(record.get(k, 0), int | float) and not isinstance(record.get(k, 0), bool)
-        and math.isfinite(record.get(k, 0)) for k in ("step", "epoch")
-    )  # fmt: skip
+        isinstance(record.get(k, 0), int | float)
+        and not isinstance(record.get(k, 0), bool)
+        and math.isfinite(record.get(k, 0))
+        for k in ("step", "epoch")
+    )
 
 
 class JsonLog:

@@ -55,8 +55,14 @@ class Stages:
             (returns None when it cannot tell).
     """
 
-    def __init__(self, folder: str, settings_file: str, fixed: dict[str, Any], command: str,
-                 recorded: Callable[[Path], dict[str, Any] | None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        folder: str,
+        settings_file: str,
+        fixed: dict[str, Any],
+        command: str,
+        recorded: Callable[[Path], dict[str, Any] | None] | None = None,
+    ):
         self.out = Path(folder).expanduser()
         self.settings_file, self.command = settings_file, command
         self.fixed = json.loads(json.dumps(fixed))  # tuples become lists, as when read back
@@ -82,8 +88,11 @@ class Stages:
         path = self.out / self.settings_file
         theirs = json.loads(path.read_text()) if path.exists() else (self.recorded(self.out) if self.recorded else None)
         if theirs is not None:
-            changed = [f"{k}: {json.dumps(theirs.get(k))} there, {json.dumps(v)} now"
-                       for k, v in self.fixed.items() if theirs.get(k) != v]  # fmt: skip
+            changed = [
+                f"{k}: {json.dumps(theirs.get(k))} there, {json.dumps(v)} now"
+                for k, v in self.fixed.items()
+                if theirs.get(k) != v
+            ]
             if changed:
                 raise ConfigError(
                     f"{self.out} holds {self.command} with other settings ({'; '.join(changed)}); its finished runs "
