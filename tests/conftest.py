@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import signal
 import sys
@@ -194,3 +195,9 @@ def float_tiff(path: Path, value: float, size: tuple[int, int] = (48, 40)) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full(size[::-1], value, dtype=np.float32), mode="F").save(path)
     return path
+
+
+def key_words(*words: str) -> str:
+    """A ``match=`` pattern for a message that holds ``words`` in this order, whatever else it says:
+    a test pins what an error must tell (the setting, the value, the fix), not its phrasing."""
+    return "(?s)" + ".*".join(re.escape(word) for word in words)

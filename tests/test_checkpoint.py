@@ -1,6 +1,7 @@
 import argparse
 import json
 import pathlib
+import re
 
 import pytest
 import safetensors.torch
@@ -10,6 +11,7 @@ from safetensors import safe_open
 from mae_course import build_model, load_checkpoint, load_model, load_weights
 from mae_course.checkpoint import atomic_save, save_weights
 from mae_course.errors import CheckpointError
+from tests.conftest import key_words
 
 
 def official_style_state_dict(model, official_keys):
@@ -87,7 +89,7 @@ def test_mismatches_are_named(tiny_model):
     message = str(err.value)
     assert "missing keys: decoder_pred.bias" in message
     assert "unexpected keys: head.weight" in message
-    assert "pos_embed (checkpoint (1, 5, 32), model (1, 17, 32))" in message
+    assert re.search(key_words("pos_embed", "(1, 5, 32)", "(1, 17, 32)"), message)
     # not strict: missing/unexpected allowed, shapes still checked
     sd["pos_embed"] = model.pos_embed.detach().clone()
     assert load_weights(model, sd, strict=False) == ["decoder_pred.bias"]
@@ -97,7 +99,7 @@ def test_encoder_only_file_into_full_model_names_decoder_keys(tiny_model):
     model = tiny_model()
     encoder_only = {k: v for k, v in model.state_dict().items() if not k.startswith(("decoder", "mask_token"))}
     with pytest.raises(
-        CheckpointError, match="missing keys: mask_token, decoder_pos_embed, decoder_embed.weight.* and 12 more"
+        CheckpointError, match=key_words("missing", "mask_token, decoder_pos_embed, decoder_embed.weight", "12 more")
     ):
         load_weights(model, encoder_only)
 
@@ -208,8 +210,7 @@ def test_weights_of_another_kind_of_number_are_refused_not_cast(tiny_model, dtyp
     sd["blocks.0.mlp.fc1.weight"] = weight.to(dtype)
     with pytest.raises(
         CheckpointError,
-        match=rf"wrong dtype: blocks.0.mlp.fc1.weight \(checkpoint {dtype}, model "
-        r"torch.float32; weights are float16, bfloat16, float32 or float64\)",
+        match=key_words("dtype", "blocks.0.mlp.fc1.weight", str(dtype), "torch.float32"),
     ):
         load_weights(model, sd)
     for fine in (torch.float16, torch.bfloat16, torch.float64):

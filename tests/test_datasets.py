@@ -13,7 +13,7 @@ from torchvision import datasets as tv
 from mae_course.data.datasets import CheckedImageFolder, make_dataset, num_classes, skipped_images
 from mae_course.data.transforms import eval_transform, pretrain_transform
 from mae_course.errors import DataError
-from tests.conftest import folder_layout, write_images
+from tests.conftest import folder_layout, key_words, write_images
 
 
 def fake_cifar(root, per_batch=20, test=30):
@@ -79,9 +79,7 @@ def test_image_folder_splits_and_classes(tmp_path):
 def test_a_classifier_is_never_measured_on_its_own_training_images(tmp_path, split):
     """A folder without val/ (or without train/) used to be evaluated on itself: a silent wrong result."""
     write_images(tmp_path, folder_layout())
-    with pytest.raises(
-        DataError, match="train has no train/ and val/ folder: a classifier trains on train/ and is measured on val/"
-    ):
+    with pytest.raises(DataError, match=key_words("train", "no train/ and val/")):
         make_dataset(str(tmp_path / "train"), split, None)
     (tmp_path / "train").rename(tmp_path / "other")
     with pytest.raises(
@@ -94,7 +92,7 @@ def test_not_an_image_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="is not an image folder"):
         make_dataset(str(tmp_path / "empty"), "pretrain", None)
-    with pytest.raises(DataError, match="neither one of builtin, cifar10, stl10, imagenette nor an existing folder"):
+    with pytest.raises(DataError, match=key_words("builtin, cifar10, stl10, imagenette", "folder")):
         make_dataset(str(tmp_path / "nope"), "train", None)
 
 

@@ -17,7 +17,7 @@ from mae_course.checkpoint import load_checkpoint
 from mae_course.cli import main
 from mae_course.errors import CheckpointError, DataError
 from mae_course.train.pretrain import PretrainConfig, pretrain
-from tests.conftest import TINY_OVERRIDES, bomb_png, float_tiff, sixteen_bit_png, write_images
+from tests.conftest import TINY_OVERRIDES, bomb_png, float_tiff, key_words, sixteen_bit_png, write_images
 
 SMALL = ["--subset", "64", "--batch-size", "32", "--epochs", "1", "--device", "cpu"]
 TINY = json.dumps(TINY_OVERRIDES)
@@ -174,26 +174,26 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, words",
     [
-        (["pretrain", "--model-overrides", '{"patch_size": 0}'], "patch_size must be a positive integer, got 0"),
+        (["pretrain", "--model-overrides", '{"patch_size": 0}'], ("patch_size", "positive integer", "0")),
         (
             ["pretrain", "--model-overrides", '{"decoder_depth": -1}'],
-            "decoder_depth must be a positive integer, got -1",
+            ("decoder_depth", "positive integer", "-1"),
         ),
-        (["pretrain", "--model-overrides", '{"mlp_ratio": "x"}'], "mlp_ratio must be a positive number, got 'x'"),
-        (["pretrain", "--model-overrides", '{"img_size": 64}'], "set img_size with --image-size"),
-        (["finetune", "--mixup", "nan"], "mixup must be a finite number, got nan"),
-        (["pretrain", "--blr", "inf"], "blr must be a finite number, got inf"),
-        (["bench", "--mask-ratio", "1.5"], "mask ratio must be between 0 and 1"),
+        (["pretrain", "--model-overrides", '{"mlp_ratio": "x"}'], ("mlp_ratio", "positive number", "'x'")),
+        (["pretrain", "--model-overrides", '{"img_size": 64}'], ("img_size", "--image-size")),
+        (["finetune", "--mixup", "nan"], ("mixup", "finite", "nan")),
+        (["pretrain", "--blr", "inf"], ("blr", "finite", "inf")),
+        (["bench", "--mask-ratio", "1.5"], ("mask ratio", "between 0 and 1", "1.5")),
         *[
             (
                 ["bench", "--suite", suite, "--models", "mae_vit_mini_patch4_32", "--mask-ratio", "0.99999"],
-                "mask_ratio 0.99999 keeps no token out of",
+                ("mask_ratio 0.99999", "no token"),
             )
             for suite in ("table2", "model", "e2e")
         ],
-        (["bench", "--model-overrides", '{"depthh": 2}'], "unknown setting 'depthh'"),
+        (["bench", "--model-overrides", '{"depthh": 2}'], ("unknown", "'depthh'")),
         (
             [
                 "bench",
@@ -204,35 +204,36 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
                 "--model-overrides",
                 '{"num_heads": 5}',
             ],
-            "embed_dim=128 is not divisible by num_heads=5",
+            ("embed_dim=128", "num_heads=5"),
         ),
-        (["bench", "--output", "{tmp}"], "is a folder; give the path of a JSON file"),
-        (["bench", "--output", "{tmp}/a_file/results.json"], "a_file is a file, not a folder"),
-        (["evaluate", "--only", "nosuch"], "--only names no planned run: nosuch; the runs are linprobe, finetune"),
-        (["sweep", "--ablation", "decoder_depth", "--values", "x"], "decoder_depth takes int values, got 'x'"),
-        (["linprobe", "--num-workers", "-1"], "num workers must be >= 0, got -1"),
-        (["pretrain", "--seed", str(10**20)], f"seed must be an integer from 0 to {2**32 - 1}, got {10**20}"),
-        (["finetune", "--seed", "-1"], f"seed must be an integer from 0 to {2**32 - 1}, got -1"),
-        (["pretrain", "--image-size", "100000"], "image size must be at most 4096 pixels, got 100000"),
-        (["linprobe", "--image-size", "100000"], "image size must be at most 4096 pixels, got 100000"),
-        (["pretrain", "--vis-images", "100000"], "vis images must be from 0 to 64, got 100000"),
+        (["bench", "--output", "{tmp}"], ("folder", "JSON file")),
+        (["bench", "--output", "{tmp}/a_file/results.json"], ("a_file", "not a folder")),
+        (["evaluate", "--only", "nosuch"], ("--only", "nosuch", "linprobe, finetune")),
+        (["sweep", "--ablation", "decoder_depth", "--values", "x"], ("decoder_depth", "int", "'x'")),
+        (["linprobe", "--num-workers", "-1"], ("num workers", ">= 0", "-1")),
+        (["pretrain", "--seed", str(10**20)], ("seed", f"0 to {2**32 - 1}", str(10**20))),
+        (["finetune", "--seed", "-1"], ("seed", f"0 to {2**32 - 1}", "-1")),
+        (["pretrain", "--image-size", "100000"], ("image size", "4096", "100000")),
+        (["linprobe", "--image-size", "100000"], ("image size", "4096", "100000")),
+        (["pretrain", "--vis-images", "100000"], ("vis images", "0 to 64", "100000")),
         (
             ["pretrain", "--model-overrides", '{"embed_dim": 1099511627776}'],
-            "model setting embed_dim must be at most 16384, got 1099511627776",
+            ("embed_dim", "16384", "1099511627776"),
         ),
         (
             ["pretrain", "--image-size", "2048"],
-            "image size 2048 with patch size 4 makes 262144 patches, more than 65536",
+            ("2048", "patch size 4", "262144 patches", "65536"),
         ),
     ],
 )
-def test_bad_values_are_one_line(args, message, tmp_path, capsys):
+def test_bad_values_are_one_line(args, words, tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if "--output-dir" not in argv and argv[0] not in ("bench",):
         argv += ["--output-dir", str(tmp_path / "out")]
     assert main(argv) == 2
-    assert message in one_line_error(capsys, argv[0])
+    line = one_line_error(capsys, argv[0])
+    assert re.search(key_words(*words), line), line
 
 
 # ---------------------------------------------------------------------------------------- hostile images
@@ -339,10 +340,8 @@ def test_the_number_of_workers_is_capped_at_the_cores(capsys):
     from mae_course.data.datasets import cpu_cores, loader_workers
 
     assert loader_workers("x", 100_000) == cpu_cores()
-    assert (
-        f"--num-workers 100000 is more than the {cpu_cores()} CPU cores here; using {cpu_cores()}"
-        in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert re.search(key_words("--num-workers 100000", f"{cpu_cores()} CPU cores", f"using {cpu_cores()}"), out), out
     assert loader_workers("x", 0) == 0 and loader_workers("builtin") == 0
 
 
@@ -356,9 +355,8 @@ def test_workers_are_this_process_s_share_of_the_cores_under_torchrun(monkeypatc
     assert datasets.local_processes() == 8
     assert datasets.loader_workers("/data/imagenet") == 7
     assert datasets.loader_workers("/data/imagenet", 10) == 8
-    assert (
-        "more than this process's share of the CPU cores (64 cores / 8 processes); using 8" in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert re.search(key_words("share of the CPU cores", "64 cores / 8 processes", "using 8"), out), out
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert datasets.loader_workers("/data/imagenet") == 8  # alone on the node: at most 8
     assert datasets.loader_workers("/data/imagenet", 10, processes=2) == 10

@@ -19,7 +19,7 @@ from mae_course.cli import main
 from mae_course.errors import ConfigError, NonFiniteLossError
 from mae_course.safe_files import FolderLock
 from mae_course.train.pretrain import PretrainConfig, pretrain
-from tests.conftest import TINY_OVERRIDES, recorder
+from tests.conftest import TINY_OVERRIDES, key_words, recorder
 
 ARGS = [
     "--subset",
@@ -341,7 +341,7 @@ def test_a_folder_that_lost_its_checkpoint_still_holds_a_run(tmp_path, left):
     (out / left).write_bytes(b"the earlier run's")
     with pytest.raises(
         ConfigError,
-        match=f"already holds a run \\({left}, without its checkpoint-last.pth\\); pass --overwrite to start over",
+        match=key_words("already holds a run", left, "checkpoint-last.pth", "--overwrite"),
     ):
         pretrain(tiny_run(out))
     assert [p.name for p in out.iterdir()] == [left] and (out / left).read_bytes() == b"the earlier run's"
