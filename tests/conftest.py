@@ -14,17 +14,9 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # A model small enough to build and run in milliseconds, with the course's real code paths.
 TINY = dict(
-    img_size=16,
-    patch_size=4,
-    in_chans=3,
-    embed_dim=32,
-    depth=2,
-    num_heads=4,
-    decoder_embed_dim=16,
-    decoder_depth=1,
-    decoder_num_heads=2,
-    mlp_ratio=2.0,
-)
+    img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4,
+    decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0,
+)  # fmt: skip
 
 
 # The same small model as constructor overrides of a registry model (for configs and commands).

@@ -25,15 +25,11 @@ def test_ordering_against_hand_built_example():
     tokens = patchify(img, 2)  # 2x2 grid of 2x2 patches, 2 channels -> (1, 4, 8)
     # Token 1 is grid row 0, column 1 (row-major). Inside it: (pixel row, pixel column, channel).
     expected = [
-        0 * 100 + 0 * 10 + 2,
-        1 * 100 + 0 * 10 + 2,  # pixel (0, 0): channels 0, 1
-        0 * 100 + 0 * 10 + 3,
-        1 * 100 + 0 * 10 + 3,  # pixel (0, 1)
-        0 * 100 + 1 * 10 + 2,
-        1 * 100 + 1 * 10 + 2,  # pixel (1, 0)
-        0 * 100 + 1 * 10 + 3,
-        1 * 100 + 1 * 10 + 3,  # pixel (1, 1)
-    ]
+        0 * 100 + 0 * 10 + 2, 1 * 100 + 0 * 10 + 2,  # pixel (0, 0): channels 0, 1
+        0 * 100 + 0 * 10 + 3, 1 * 100 + 0 * 10 + 3,  # pixel (0, 1)
+        0 * 100 + 1 * 10 + 2, 1 * 100 + 1 * 10 + 2,  # pixel (1, 0)
+        0 * 100 + 1 * 10 + 3, 1 * 100 + 1 * 10 + 3,  # pixel (1, 1)
+    ]  # fmt: skip
     assert tokens[0, 1].tolist() == expected
     # Token 2 is grid row 1, column 0: its first value is pixel (2, 0) of channel 0.
     assert tokens[0, 2, 0].item() == 20

@@ -31,19 +31,11 @@ PAPER_TABLE3: dict[str, dict[str, float]] = {
 
 # Table 4: COCO detection and instance segmentation, Mask R-CNN with a ViT + FPN backbone.
 PAPER_TABLE4: dict[str, dict[str, dict[str, float]]] = {
-    "AP box": {
-        "supervised": {"ViT-B": 47.9, "ViT-L": 49.3},
-        "MoCo v3": {"ViT-B": 47.9, "ViT-L": 49.3},
-        "BEiT": {"ViT-B": 49.8, "ViT-L": 53.3},
-        "MAE": {"ViT-B": 50.3, "ViT-L": 53.3},
-    },
-    "AP mask": {
-        "supervised": {"ViT-B": 42.9, "ViT-L": 43.9},
-        "MoCo v3": {"ViT-B": 42.7, "ViT-L": 44.0},
-        "BEiT": {"ViT-B": 44.4, "ViT-L": 47.1},
-        "MAE": {"ViT-B": 44.9, "ViT-L": 47.2},
-    },
-}
+    "AP box": {"supervised": {"ViT-B": 47.9, "ViT-L": 49.3}, "MoCo v3": {"ViT-B": 47.9, "ViT-L": 49.3},
+               "BEiT": {"ViT-B": 49.8, "ViT-L": 53.3}, "MAE": {"ViT-B": 50.3, "ViT-L": 53.3}},
+    "AP mask": {"supervised": {"ViT-B": 42.9, "ViT-L": 43.9}, "MoCo v3": {"ViT-B": 42.7, "ViT-L": 44.0},
+                "BEiT": {"ViT-B": 44.4, "ViT-L": 47.1}, "MAE": {"ViT-B": 44.9, "ViT-L": 47.2}},
+}  # fmt: skip
 
 # Table 5: ADE20K semantic segmentation with UperNet, mIoU (%).
 PAPER_TABLE5: dict[str, dict[str, float]] = {
@@ -64,22 +56,13 @@ PAPER_TABLE6: dict[str, dict[str, float]] = {
 
 # Table 7: the target of the reconstruction, on ImageNet-1K (top-1), COCO (AP box) and ADE20K (mIoU).
 PAPER_TABLE7: dict[str, dict[str, dict[str, float]]] = {
-    "pixels": {
-        "IN1K": {"ViT-B": 83.3, "ViT-L": 85.1, "ViT-H": 86.2},
-        "COCO": {"ViT-B": 49.5, "ViT-L": 52.8},
-        "ADE20K": {"ViT-B": 48.0, "ViT-L": 51.8},
-    },
-    "normalized pixels": {
-        "IN1K": {"ViT-B": 83.6, "ViT-L": 85.9, "ViT-H": 86.9},
-        "COCO": {"ViT-B": 50.3, "ViT-L": 53.3},
-        "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.6},
-    },
-    "dVAE tokens": {
-        "IN1K": {"ViT-B": 83.6, "ViT-L": 85.7, "ViT-H": 86.9},
-        "COCO": {"ViT-B": 50.3, "ViT-L": 53.2},
-        "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.4},
-    },
-}
+    "pixels": {"IN1K": {"ViT-B": 83.3, "ViT-L": 85.1, "ViT-H": 86.2}, "COCO": {"ViT-B": 49.5, "ViT-L": 52.8},
+               "ADE20K": {"ViT-B": 48.0, "ViT-L": 51.8}},
+    "normalized pixels": {"IN1K": {"ViT-B": 83.6, "ViT-L": 85.9, "ViT-H": 86.9}, "COCO": {"ViT-B": 50.3, "ViT-L": 53.3},
+                          "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.6}},
+    "dVAE tokens": {"IN1K": {"ViT-B": 83.6, "ViT-L": 85.7, "ViT-H": 86.9}, "COCO": {"ViT-B": 50.3, "ViT-L": 53.2},
+                    "ADE20K": {"ViT-B": 48.1, "ViT-L": 53.4}},
+}  # fmt: skip
 
 
 def paper_figure() -> CourseFigure:

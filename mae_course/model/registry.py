@@ -23,54 +23,28 @@ DEFAULT_MODEL = "mae_vit_mini_patch4_32"  # the course's architecture: pretraini
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     # The paper's models, 224x224 input (Table 3; decoder of Table 1a/1b).
     "mae_vit_base_patch16": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, **_PAPER_DECODER),
-    "mae_vit_large_patch16": dict(
-        img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16, **_PAPER_DECODER
-    ),
+    "mae_vit_large_patch16": dict(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16, **_PAPER_DECODER),
     "mae_vit_huge_patch14": dict(img_size=224, patch_size=14, embed_dim=1280, depth=32, num_heads=16, **_PAPER_DECODER),
     # CPU-sized models for the course's built-in data: an 8x8 grid of patches (64 tokens),
     # so that 75% masking leaves 16 visible patches, as 49 of 196 do at 224 px.
     # "mini" trains in minutes on a laptop CPU; "tiny" has ViT-Ti's width (192) for longer runs.
     "mae_vit_mini_patch4_32": dict(
-        img_size=32,
-        patch_size=4,
-        embed_dim=128,
-        depth=6,
-        num_heads=4,
-        decoder_embed_dim=96,
-        decoder_depth=2,
-        decoder_num_heads=3,
+        img_size=32, patch_size=4, embed_dim=128, depth=6, num_heads=4,
+        decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3,
     ),
     "mae_vit_mini_patch8_64": dict(
-        img_size=64,
-        patch_size=8,
-        embed_dim=128,
-        depth=6,
-        num_heads=4,
-        decoder_embed_dim=96,
-        decoder_depth=2,
-        decoder_num_heads=3,
+        img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4,
+        decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3,
     ),
     "mae_vit_tiny_patch4_32": dict(
-        img_size=32,
-        patch_size=4,
-        embed_dim=192,
-        depth=6,
-        num_heads=3,
-        decoder_embed_dim=128,
-        decoder_depth=2,
-        decoder_num_heads=4,
+        img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3,
+        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
     ),
     "mae_vit_tiny_patch8_64": dict(
-        img_size=64,
-        patch_size=8,
-        embed_dim=192,
-        depth=6,
-        num_heads=3,
-        decoder_embed_dim=128,
-        decoder_depth=2,
-        decoder_num_heads=4,
+        img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=3,
+        decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4,
     ),
-}
+}  # fmt: skip
 
 
 # What each constructor setting of MaskedAutoencoder may be (the same checks before any model is built).
