@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Subset
-from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, state_dict_of
 from ..config import NOT_COMPARED, DataOptions, OptimOptions, RunOptions, check_types, need, option
@@ -47,7 +46,7 @@ from ..model.vit import POOLINGS, encoder_settings
 from ..provenance import device_name
 from ..safe_files import atomic_write_json
 from ..train.distributed import Runtime, barrier, init_runtime, shutdown
-from ..train.engine import epoch_indices, train_one_epoch
+from ..train.engine import epoch_indices, progress_bar, train_one_epoch
 from ..train.recipe import Schedule
 from ..train.run import METRICS, Run, final_model
 from ..train.step import autocast_for, make_train_step
@@ -312,15 +311,7 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
 
         # ---- the epochs, each followed by a validation (every val_every epochs)
         metrics: dict[str, float] = {}
-        bar = tqdm(
-            total=schedule.total_steps,
-            initial=run.progress.step,
-            desc=cfg.kind,
-            unit="step",
-            disable=not rt.is_main or quiet,
-            dynamic_ncols=True,
-        )
-        with bar:
+        with progress_bar(schedule, run, cfg.kind, show=rt.is_main and not quiet) as bar:
             while run.progress.epoch < cfg.epochs:
                 p = run.progress
                 indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)

@@ -24,6 +24,18 @@ from .run import Run
 from .step import TrainStep
 
 
+def progress_bar(schedule: Schedule, run: Run, desc: str, show: bool) -> tqdm:
+    """A job's one progress bar: every optimizer step of the run, from where a resumed run stands."""
+    return tqdm(
+        total=schedule.total_steps,
+        initial=run.progress.step,
+        desc=desc,
+        unit="step",
+        disable=not show,
+        dynamic_ncols=True,
+    )
+
+
 def epoch_indices(sampler: DistributedSampler, epoch: int, skip: int = 0) -> list[int]:
     """This process's image indices of ``epoch``, in order, without the first ``skip`` (already
     trained on, when a run resumes mid-epoch)."""

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DistributedSampler
-from tqdm.auto import tqdm
 
 from ..config import MAX_VIS_IMAGES, NOT_COMPARED, DataOptions, OptimOptions, RunOptions, check_types, need, option
 from ..data.batches import PIPELINES, PretrainingImages
@@ -39,7 +38,7 @@ from ..model.masking import SAMPLINGS
 from ..model.registry import DEFAULT_MODEL, MODEL_CONFIGS, build_model, check_mask_ratio, check_model_settings
 from ..seeing.reconstruction import reconstruction_figure
 from .distributed import DEFAULT_BUCKET_CAP_MB, barrier, init_runtime, shutdown, sum_across_ranks
-from .engine import epoch_indices, train_one_epoch
+from .engine import epoch_indices, progress_bar, train_one_epoch
 from .recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS, Schedule, make_adamw
 from .run import FINAL_MODEL, Run, final_model
 from .step import make_train_step
@@ -223,15 +222,7 @@ def pretrain(cfg: PretrainConfig, on_step: Callable[[int, float], None] | None =
                 )
 
             # ---- the epochs (one progress bar for the whole run)
-            bar = tqdm(
-                total=schedule.total_steps,
-                initial=run.progress.step,
-                desc="pretrain",
-                unit="step",
-                disable=not rt.is_main or quiet,
-                dynamic_ncols=True,
-            )
-            with bar:
+            with progress_bar(schedule, run, "pretrain", show=rt.is_main and not quiet) as bar:
                 while run.progress.epoch < cfg.epochs:
                     p = run.progress
                     indices = epoch_indices(sampler, p.epoch, skip=p.micro_in_epoch * cfg.batch_size)
