@@ -254,4 +254,17 @@ def test_finetuning_builds_its_adamw_like_pretraining_and_honours_the_kernel_cho
     assert optimizer.defaults["betas"] == (0.9, 0.999)
     scales = sorted({g["lr_scale"] for g in optimizer.param_groups})
     assert len(scales) == model.config["depth"] + 2 and scales[-1] == 1.0  # embeddings, each block, the head
-    assert FinetuneConfig().optimizer_impl == "auto"
+    assert FinetuneConfig().optimizer_impl is None
+
+
+def test_finetuning_keeps_its_own_kernels_unless_told():
+    """Without --optimizer-impl, fine-tuning keeps the kernels it always had: fused on a GPU (faked here:
+    the choice reads only the device), the for-loop on the CPU, whose losses the fused CPU kernel would change."""
+    from mae_course.evaluation import finetune as ft
+    from mae_course.model.registry import MODEL_CONFIGS
+    from mae_course.model.vit import vit_from_mae
+
+    assert ft.default_impl(torch.device("cuda", 3)) == "fused" and ft.default_impl(torch.device("cpu")) == "for-loop"
+    model = vit_from_mae({**MODEL_CONFIGS["mae_vit_mini_patch4_32"], "img_size": 32}, 10)
+    optimizer = ft.optimizer(FinetuneConfig(), model, lr=1e-3)
+    assert optimizer.defaults["fused"] is False and optimizer.defaults["foreach"] is False

@@ -29,6 +29,9 @@ from .protocols import layer_decay_groups, tune_only_last
 RECIPE = "fine-tuning recipe"
 
 
+FINETUNE_IMPL_HELP = f"{OPTIMIZER_IMPL_HELP} (default here: fused on a GPU, for-loop on the CPU)"
+
+
 @dataclass
 class FinetuneConfig(ClassifyConfig):
     """End-to-end (or partial) fine-tuning; the paper's recipe, scaled to the built-in data."""
@@ -42,7 +45,7 @@ class FinetuneConfig(ClassifyConfig):
     randaug: int = option(9, "RandAugment magnitude, 2 ops (0: off)", group=RECIPE)
     reprob: float = option(0.25, "random erasing probability", group=RECIPE)
     crop_min_scale: float = option(0.08, "smallest area fraction of RandomResizedCrop", group=RECIPE)
-    optimizer_impl: str = option("auto", OPTIMIZER_IMPL_HELP, group="speed", choices=OPTIMIZER_IMPLS)
+    optimizer_impl: str | None = option(None, FINETUNE_IMPL_HELP, group="speed", choices=OPTIMIZER_IMPLS)
     tune_blocks: int | None = option(None, "partial fine-tuning: train only the last k blocks (+ head)", cli=False)
     tune_mlp_only: bool = option(False, "partial fine-tuning: train only the last block's MLP (+ head)", cli=False)
 
@@ -76,10 +79,18 @@ def build(cfg: FinetuneConfig, encoder_config: dict, weights: dict | None, class
     return model
 
 
+def default_impl(device: torch.device) -> str:
+    """Fine-tuning's AdamW kernel when --optimizer-impl names none: fused on a GPU, the for-loop on the CPU,
+    the kernels its results have always been measured with. ("auto" is fused on the CPU too: faster, but it
+    rounds differently, so the same seed would give other losses.)"""
+    return "fused" if device.type == "cuda" else "for-loop"
+
+
 def optimizer(cfg: FinetuneConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """AdamW with betas (0.9, 0.999) over layer-wise lr-decay groups."""
+    """AdamW with betas (0.9, 0.999) over layer-wise lr-decay groups, by :func:`make_adamw`."""
     groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
-    return make_adamw(model, lr, betas=(0.9, 0.999), impl=cfg.optimizer_impl, groups=groups)
+    impl = cfg.optimizer_impl or default_impl(next(model.parameters()).device)
+    return make_adamw(model, lr, betas=(0.9, 0.999), impl=impl, groups=groups)
 
 
 def loss(cfg: FinetuneConfig, classes: int) -> Callable[..., torch.Tensor]:

@@ -32,8 +32,9 @@ from ..data.transforms import segmentation_transform
 from ..errors import CheckpointError, ConfigError
 from ..model.registry import check_architecture
 from ..model.vit import VisionTransformer, encoder_settings, encoder_state_dict
-from ..train.recipe import OPTIMIZER_IMPL_HELP, OPTIMIZER_IMPLS
+from ..train.recipe import OPTIMIZER_IMPLS
 from .classify import ClassifyConfig, Recipe, train_classifier
+from .finetune import FINETUNE_IMPL_HELP
 from .finetune import optimizer as finetune_optimizer
 
 MAX_CLASSES = 1000  # pixel classes a segmentation head may have (the built-in images have a handful)
@@ -50,7 +51,7 @@ class SegmentConfig(ClassifyConfig):
     global_pool: str = option("token", "every patch token is used, after the encoder's final norm", cli=False)
     layer_decay: float = option(0.75, "layer-wise lr decay", group="segmentation recipe")
     drop_path: float = option(0.1, "stochastic depth rate of the last block", group="segmentation recipe")
-    optimizer_impl: str = option("auto", OPTIMIZER_IMPL_HELP, group="speed", choices=OPTIMIZER_IMPLS)
+    optimizer_impl: str | None = option(None, FINETUNE_IMPL_HELP, group="speed", choices=OPTIMIZER_IMPLS)
     epochs: int = 10
     batch_size: int = 64
 
