@@ -7,8 +7,8 @@
 A field made by :func:`option` carries its help and how it looks on the command line; the
 command line is generated from these fields (:func:`add_options`, :func:`from_args`, used by
 :mod:`mae_course.cli`), and :func:`from_mapping` checks settings given as JSON
-(``sweep --pretrain '{"epochs": 20}'``) against them: unknown keys, wrong types and non-finite numbers are one-line errors that name the setting. Ranges are
-each job's own ``validate()``.
+(``sweep --pretrain '{"epochs": 20}'``) against them: unknown keys, wrong types and non-finite
+numbers are one-line errors that name the setting. Ranges are each job's own ``validate()``.
 
 The options that several jobs share are defined here once: :class:`DataOptions`,
 :class:`OptimOptions`, :class:`RunOptions`. A job that wants another default redeclares the

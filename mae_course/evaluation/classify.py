@@ -303,7 +303,8 @@ def _train(cfg: ClassifyConfig, recipe: Recipe, rt: Runtime, on_step) -> dict:
             tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
             start = cfg.checkpoint or "random initialisation"
             print(
-                f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {start} on {cfg.data} ({len(data.train)} train / {len(val_set)} val images, {classes} classes), "
+                f"{cfg.kind}: {model.config.get('depth', '?')}-block ViT from {start} on {cfg.data} "
+                f"({len(data.train)} train / {len(val_set)} val images, {classes} classes), "
                 f"{tuned / 1e6:.2f}M trained and {frozen / 1e6:.2f}M frozen parameters, {cfg.epochs} epochs x "
                 f"{schedule.steps_per_epoch} steps, effective batch {schedule.effective_batch}, "
                 f"lr {schedule.peak_lr:.3g}, on {rt.device}"

@@ -28,9 +28,16 @@ from ..errors import ConfigError
 from ..lesson import runs_quietly
 from ..model.vit import load_mae_encoder, vit_from_mae
 from ..train.step import autocast_for
-from .classify import ClassifierInputs, ClassifyConfig, Recipe, classification_sets, eval_crop, train_classifier
+from .classify import (
+    ClassifierInputs,
+    ClassifyConfig,
+    Recipe,
+    classification_sets,
+    eval_crop,
+    image_inputs,
+    train_classifier,
+)
 from .lars import LARS
-from .metrics import shard
 from .protocols import probe_head
 
 PROBE = "probe"
@@ -129,7 +136,7 @@ def inputs(cfg: LinprobeConfig, model: nn.Module, train_set, val_set, rt, worker
                 features = model.forward_features(imgs)
             return model.head(features.float())
 
-        return ClassifierInputs(train_set, shard(val_set, rt.rank, rt.world_size), model, frozen_then_head)
+        return image_inputs(cfg, model, train_set, val_set, rt, workers)._replace(predict=frozen_then_head)
     model.eval()
     show = rt.is_main and not runs_quietly()
     train = frozen_features(model, train_set, "train", cfg, workers, show)
